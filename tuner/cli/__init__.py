@@ -1,0 +1,50 @@
+"""The ``tuner`` command line: thin shells around library calls. Only this package prints."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import click
+
+from tuner.errors import TunerError
+
+__all__ = ["main"]
+
+INTERRUPTED_EXIT = 130
+
+
+class _TunerGroup(click.Group):
+    """Maps our errors to one line on stderr and an exit code; SIGTERM behaves like Ctrl-C."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            return super().invoke(ctx)
+        except TunerError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@click.group(cls=_TunerGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tuner")
+def main() -> None:
+    """Hyperparameter search for Keras MLPs, stored in SQL and resumable.
+
+    \b
+    Typical session:
+      tuner run --trials 100      search (resumes if the study exists)
+      tuner studies               list studies and their best values
+      tuner export-best           train the best trial and score it on the test set
+      tuner predict --model DIR img.png
+    """
+
+
+# Each command module registers itself on ``main``; core libraries are imported inside the commands.
+from tuner.cli import run  # noqa: E402,F401

@@ -1,0 +1,26 @@
+"""Options shared by several commands; each reads its TUNER_* environment variable through click."""
+
+from __future__ import annotations
+
+import click
+
+storage_option = click.option(
+    "--storage",
+    envvar="TUNER_STORAGE",
+    metavar="URL",
+    help="SQLAlchemy URL of the study database [env TUNER_STORAGE; default sqlite:///tuner.db].",
+)
+study_option = click.option("--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the study file's name].")
+study_file_option = click.option(
+    "--study-file",
+    envvar="TUNER_STUDY_FILE",
+    type=click.Path(dir_okay=False),
+    help="Study definition (TOML) [env TUNER_STUDY_FILE; default studies/mnist_mlp.toml].",
+)
+data_option = click.option(
+    "--data",
+    "data_path",
+    envvar="TUNER_DATA",
+    metavar="PATH",
+    help="Directory of the four MNIST IDX files, or an .npz [env TUNER_DATA; default: the study's dataset, downloaded by Keras].",
+)

@@ -1,0 +1,147 @@
+"""``tuner run`` and ``tuner studies``."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tuner.cli import INTERRUPTED_EXIT, main
+from tuner.cli.options import data_option, storage_option, study_file_option, study_option
+
+
+@main.command()
+@click.option("--trials", "n_trials", type=int, envvar="TUNER_TRIALS", help="Finished trials the study should hold in total [default 100].")
+@click.option("--timeout", type=float, envvar="TUNER_TIMEOUT", metavar="SECONDS", help="Stop starting new trials after this many seconds.")
+@study_option
+@storage_option
+@study_file_option
+@data_option
+@click.option("--seed", type=int, envvar="TUNER_SEED", help="Sampler and training seed [default: the study file's].")
+@click.option("--threads", type=int, envvar="TUNER_THREADS", help="TensorFlow threads for this process [default: all cores].")
+@click.option("--baselines/--no-baselines", default=None, help="Enqueue the tutorial's configurations as the first trials of a new study [default on].")
+@click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the summary.")
+def run(n_trials, timeout, study_name, storage, study_file, data_path, seed, threads, baselines, verbose, quiet) -> None:
+    """Search hyperparameters; resumes the study until it holds --trials finished trials."""
+    import optuna
+
+    from tuner.config import resolve_run_config
+    from tuner.runner import run_study
+
+    config = resolve_run_config(
+        study_file=study_file,
+        study_name=study_name,
+        storage_url=storage,
+        data_path=data_path,
+        n_trials=n_trials,
+        timeout=timeout,
+        seed=seed,
+        baselines=baselines,
+        threads=threads,
+    )
+    optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices: one new model per trial is expected
+    console = Console(stderr=True, quiet=quiet)
+    progress = Progress(
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[best]}"),
+        console=console,
+        transient=False,
+    )
+    task = None
+
+    def on_start(start) -> None:
+        nonlocal task
+        console.print(f"study [bold]{start.study_name}[/] in {start.storage}")
+        console.print(f"data {start.data_source}: {start.n_train} train / {start.n_val} validation samples (test set unused)")
+        if start.n_baselines_enqueued:
+            console.print(f"enqueued {start.n_baselines_enqueued} tutorial baselines as the first trials")
+        if start.n_finished_before:
+            console.print(f"resuming: {start.n_finished_before} of {start.n_target} trials already finished")
+        progress.start()
+        task = progress.add_task("trials", total=start.n_target, completed=min(start.n_finished_before, start.n_target), best="")
+
+    def on_trial_end(outcome, n_finished, best) -> None:
+        label = f"best {best.value:.4f} (acc {best.val_accuracy:.4f}, #{best.number})" if best and best.val_accuracy is not None else ""
+        progress.update(task, completed=min(n_finished, config.n_trials), best=label)
+        if verbose and outcome.reason:
+            progress.console.print(f"trial {outcome.number} failed: {outcome.reason}")
+
+    try:
+        result = run_study(config, on_start=on_start, on_trial_end=on_trial_end)
+    except KeyboardInterrupt:
+        progress.stop()
+        click.echo(
+            f"Interrupted: the running trial was recorded as failed. Resume with: tuner run --trials {config.n_trials}"
+            f" --study {config.study_name!r} --storage {config.storage_url!r}",
+            err=True,
+        )
+        raise SystemExit(INTERRUPTED_EXIT)
+    finally:
+        progress.stop()
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    out = Console()
+    counts = result.counts
+    table = Table(title=f"study {result.study_name}: {result.n_finished}/{result.n_target} finished", show_header=True)
+    for column in ("complete", "pruned", "failed", "running", "new this run", "wall time"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(counts["COMPLETE"]), str(counts["PRUNED"]), str(counts["FAIL"]), str(counts["RUNNING"]), str(result.new_trials), f"{result.wall_seconds:.1f}s"
+    )
+    out.print(table)
+    best = result.best
+    if best is None:
+        out.print("no completed trial yet")
+        return
+    out.print(f"best trial #{best.number}: validation loss {best.value:.4f}, validation accuracy {_fmt(best.val_accuracy)}")
+    params = Table(show_header=True, title="best parameters")
+    params.add_column("parameter")
+    params.add_column("value", justify="right")
+    for name, value in best.params.items():
+        params.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(params)
+    out.print(f"storage: {result.storage}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+@main.command()
+@storage_option
+def studies(storage) -> None:
+    """List the studies in a storage with trial counts and best values."""
+    from tuner.storage import DEFAULT_STORAGE, describe_storage, list_studies
+
+    url = storage or DEFAULT_STORAGE
+    infos = list_studies(url)
+    out = Console()
+    table = Table(title=describe_storage(url))
+    for column in ("study", "trials", "complete", "pruned", "failed", "running", "best value", "best acc", "best #"):
+        table.add_column(column, justify="left" if column == "study" else "right")
+    for info in infos:
+        table.add_row(
+            info.name,
+            str(info.n_trials),
+            str(info.n_complete),
+            str(info.n_pruned),
+            str(info.n_fail),
+            str(info.n_running),
+            _fmt(info.best_value),
+            _fmt(info.best_val_accuracy),
+            "-" if info.best_trial is None else str(info.best_trial),
+        )
+    out.print(table if infos else f"no studies in {describe_storage(url)}")

@@ -1,0 +1,215 @@
+"""Datasets: MNIST-style IDX files, ``.npz`` archives and Keras' named datasets.
+
+Tuning sees only ``TuningData`` (train and validation); the test set exists only in ``FinalData``,
+which the final training job loads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from tuner.errors import DataError
+
+__all__ = ["TuningData", "FinalData", "load_tuning_data", "load_final_data", "read_idx", "describe_source"]
+
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+@dataclass(frozen=True, eq=False)
+class TuningData:
+    """What a trial may see: a fixed, seeded split of the training set into train and validation."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    n_classes: int
+    checksum: str
+    source: str
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class FinalData:
+    """Everything the final training job needs, the test set included."""
+
+    tuning: TuningData
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def describe_source(*, dataset: str, data_path: str | None) -> str:
+    return str(Path(data_path).resolve()) if data_path else f"keras.datasets.{dataset}"
+
+
+def load_tuning_data(*, dataset: str, data_path: str | None, validation_fraction: float, split_seed: int) -> TuningData:
+    """Train/validation split, cached per process so every trial reuses the same arrays."""
+    return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed).tuning
+
+
+def load_final_data(*, dataset: str, data_path: str | None, validation_fraction: float, split_seed: int) -> FinalData:
+    return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed)
+
+
+@lru_cache(maxsize=2)
+def _load(dataset: str, data_path: str | None, validation_fraction: float, split_seed: int) -> FinalData:
+    if data_path:
+        arrays = _read_path(Path(data_path))
+    else:
+        arrays = _download(dataset)
+    x_train, y_train, x_test, y_test = _validate(arrays, describe_source(dataset=dataset, data_path=data_path))
+    checksum = _checksum(x_train, y_train, x_test, y_test)
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+
+    order = np.random.default_rng(split_seed).permutation(len(x_train))
+    n_val = max(1, int(round(len(x_train) * validation_fraction)))
+    if n_val >= len(x_train):
+        raise DataError(f"validation_fraction {validation_fraction} leaves no training samples out of {len(x_train)}")
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    tuning = TuningData(
+        x_train=_frozen(x_train[train_idx]),
+        y_train=_frozen(y_train[train_idx]),
+        x_val=_frozen(x_train[val_idx]),
+        y_val=_frozen(y_train[val_idx]),
+        n_classes=n_classes,
+        checksum=checksum,
+        source=describe_source(dataset=dataset, data_path=data_path),
+    )
+    return FinalData(tuning=tuning, x_test=_frozen(x_test), y_test=_frozen(y_test))
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    array.flags.writeable = False
+    return array
+
+
+def _download(dataset: str) -> tuple[np.ndarray, ...]:
+    import keras  # heavy: only when a named dataset is asked for
+
+    loader = {"mnist": keras.datasets.mnist, "fashion_mnist": keras.datasets.fashion_mnist}.get(dataset)
+    if loader is None:
+        raise DataError(f"unknown dataset {dataset!r} (expected mnist or fashion_mnist)")
+    try:
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+    except Exception as exc:  # network or cache failures surface as many different types
+        raise DataError(
+            f"could not download {dataset} ({type(exc).__name__}: {exc}); "
+            "pass --data DIR with the four IDX .gz files, or an .npz file"
+        ) from None
+    return x_train, y_train, x_test, y_test
+
+
+def _read_path(path: Path) -> tuple[np.ndarray, ...]:
+    if not path.exists():
+        raise DataError(f"data path not found: {path}")
+    if path.is_dir():
+        return tuple(read_idx(_find_idx(path, stem)) for stem in _IDX_FILES.values())
+    if path.suffix == ".npz":
+        return _read_npz(path)
+    raise DataError(f"{path}: expected a directory of IDX files or an .npz file")
+
+
+def _find_idx(directory: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem, stem.replace("-idx", ".idx")):
+        if (directory / name).is_file():
+            return directory / name
+    raise DataError(f"{directory}: missing {stem}.gz (need the four MNIST IDX files)")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in _IDX_FILES if key not in archive.files]
+            if missing:
+                raise DataError(f"{path}: missing arrays {', '.join(missing)} (need x_train, y_train, x_test, y_test)")
+            return tuple(archive[key] for key in _IDX_FILES)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzip-compressed) into an array, checking its header."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: too short for an IDX header")
+    zero, type_code, n_dims = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or type_code not in _IDX_DTYPES or not 1 <= n_dims <= 4:
+        raise DataError(f"{path}: bad IDX magic number {raw[:4].hex()}")
+    header_end = 4 + 4 * n_dims
+    if len(raw) < header_end:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{n_dims}I", raw[4:header_end])
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header_end != expected:
+        raise DataError(f"{path}: header says {shape} ({expected} bytes) but the file holds {len(raw) - header_end} bytes")
+    return np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(shape)
+
+
+def _validate(arrays: tuple[np.ndarray, ...], source: str) -> tuple[np.ndarray, ...]:
+    x_train, y_train, x_test, y_test = (np.asarray(a) for a in arrays)
+    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise DataError(f"{source}: x_{name} must hold at least one sample of features, got shape {x.shape}")
+        if y.ndim != 1:
+            raise DataError(f"{source}: y_{name} must be one label per sample, got shape {y.shape}")
+        if len(x) != len(y):
+            raise DataError(f"{source}: x_{name} has {len(x)} samples but y_{name} has {len(y)} labels")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{source}: y_{name} must hold integer class labels, got {y.dtype}")
+        if y.min() < 0:
+            raise DataError(f"{source}: y_{name} holds a negative label ({y.min()})")
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise DataError(f"{source}: x_{name} must be numeric, got {x.dtype}")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{source}: train samples have shape {x_train.shape[1:]} but test samples {x_test.shape[1:]}")
+    if int(max(y_train.max(), y_test.max())) >= 1000:
+        raise DataError(f"{source}: labels must be class indices below 1000, got {int(max(y_train.max(), y_test.max()))}")
+    return _scale(x_train, source, "x_train"), y_train.astype(np.int32), _scale(x_test, source, "x_test"), y_test.astype(np.int32)
+
+
+def _scale(x: np.ndarray, source: str, name: str) -> np.ndarray:
+    flat = x.reshape(len(x), -1)
+    if np.issubdtype(flat.dtype, np.floating):
+        if not np.isfinite(flat).all():
+            raise DataError(f"{source}: {name} holds NaN or infinite values")
+        low, high = float(flat.min()), float(flat.max())
+        if low < 0 or high > 255:
+            raise DataError(f"{source}: {name} values must lie in [0, 1] or [0, 255], got [{low:g}, {high:g}]")
+        return flat.astype(np.float32) / (255.0 if high > 1.0 else 1.0)
+    low, high = int(flat.min()), int(flat.max())
+    if low < 0 or high > 255:
+        raise DataError(f"{source}: {name} values must lie in [0, 255], got [{low}, {high}]")
+    return flat.astype(np.float32) / 255.0
+
+
+def _checksum(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,69 @@
+"""The objective: a callable object given its data and settings, called once per trial."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+
+from tuner.data import TuningData
+from tuner.errors import TrialError
+from tuner.model import build_model
+from tuner.studyfile import StudySpec
+
+__all__ = ["Objective"]
+
+
+
+class Objective:
+    """Builds the trial's MLP, trains it, reports validation loss per epoch and prunes.
+
+    Returns the lowest validation loss of the trial; records validation accuracy, the best epoch,
+    the parameter count and the training time as user attributes.
+    """
+
+    def __init__(self, *, data: TuningData, spec: StudySpec, seed: int) -> None:
+        self.data = data
+        self.spec = spec
+        self.seed = seed
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._train(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            # Optuna records the trial as FAIL and the study goes on; the reason stays with the trial.
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+
+    def _train(self, trial: optuna.Trial) -> float:
+        import keras
+
+        from tuner.training import EpochMonitor
+
+        keras.backend.clear_session(free_memory=True)
+        keras.utils.set_random_seed(self.seed + trial.number)
+        model, params = build_model(
+            trial, self.spec.space, input_dim=self.data.input_dim, n_classes=self.data.n_classes, training=self.spec.training
+        )
+        trial.set_user_attr("n_params", int(model.count_params()))
+        monitor = EpochMonitor(trial, patience=self.spec.training.patience)
+        started = time.perf_counter()
+        try:
+            model.fit(
+                self.data.x_train,
+                self.data.y_train,
+                batch_size=params["batch_size"],
+                epochs=params["epochs"],
+                validation_data=(self.data.x_val, self.data.y_val),
+                validation_batch_size=self.spec.training.validation_batch_size,
+                callbacks=[monitor],
+                shuffle=True,
+                verbose=0,
+            )
+        finally:
+            monitor.record(trial, time.perf_counter() - started)
+        if monitor.best_loss is None:
+            raise TrialError("training ended before the first epoch finished")
+        return monitor.best_loss

@@ -1,0 +1,345 @@
+"""Declarative study definitions (TOML): parsing and validation.
+
+A study file is data, never code. Every problem is reported as one ``ConfigError`` line that names
+the file and the key, before any trial runs.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping, Union
+
+from tuner.errors import ConfigError
+
+__all__ = [
+    "IntRange",
+    "FloatRange",
+    "Choice",
+    "Fixed",
+    "ParamSpec",
+    "SamplerSpec",
+    "PrunerSpec",
+    "TrainingSpec",
+    "StudySpec",
+    "OPTIMIZERS",
+    "DATASETS",
+    "PARAMETERS",
+    "load_study_file",
+    "parse_study",
+    "default_study_file",
+]
+
+OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
+DATASETS = ("mnist", "fashion_mnist")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+
+ParamSpec = Union[IntRange, FloatRange, Choice, Fixed]
+
+
+@dataclass(frozen=True)
+class _ParamRule:
+    kind: type  # int, float or str
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    allowed: tuple[str, ...] = ()
+    exclusive_max: bool = False
+
+
+# The search space tuner knows how to build. A parameter missing from the file is fixed at its default.
+PARAMETERS: Mapping[str, _ParamRule] = MappingProxyType(
+    {
+        "n_layers": _ParamRule(int, 2, minimum=0, maximum=8),
+        "units": _ParamRule(int, 128, minimum=1, maximum=65536),
+        "dropout": _ParamRule(float, 0.0, minimum=0.0, maximum=1.0, exclusive_max=True),
+        "batch_size": _ParamRule(int, 128, minimum=1, maximum=1 << 20),
+        "epochs": _ParamRule(int, 10, minimum=1, maximum=10_000),
+        "learning_rate": _ParamRule(float, 1e-3, minimum=0.0, maximum=10.0),
+        "optimizer": _ParamRule(str, "adam", allowed=OPTIMIZERS),
+        "l2": _ParamRule(float, 0.0, minimum=0.0, maximum=1.0),
+    }
+)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    kind: str = "tpe"
+    seed: int = 0
+    n_startup_trials: int = 10
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    kind: str = "median"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 1
+    min_resource: int = 1
+    reduction_factor: int = 3
+    patience: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    patience: int = 3
+    steps_per_execution: int = 32
+    jit_compile: bool = False
+    validation_batch_size: int = 2048
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str = "mnist-mlp"
+    dataset: str = "mnist"
+    validation_fraction: float = 1 / 6
+    split_seed: int = 0
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    baselines: bool = True
+    space: Mapping[str, ParamSpec] = field(
+        default_factory=lambda: MappingProxyType({k: Fixed(r.default) for k, r in PARAMETERS.items()})
+    )
+    source: str = "<defaults>"
+
+    @property
+    def max_epochs(self) -> int:
+        epochs = self.space["epochs"]
+        if isinstance(epochs, Fixed):
+            return int(epochs.value)
+        if isinstance(epochs, Choice):
+            return int(max(epochs.choices))
+        return int(epochs.high)
+
+
+def default_study_file() -> Path:
+    """The packaged default study (a copy of ``studies/mnist_mlp.toml``)."""
+    return Path(__file__).parent / "studies" / "mnist_mlp.toml"
+
+
+def load_study_file(path: str | Path) -> StudySpec:
+    """Read and validate a study file; raise ``ConfigError`` with one clear line on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"study file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read study file {path}: {exc}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_study(document, source=str(path))
+
+
+def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> StudySpec:
+    """Validate an already-parsed study document."""
+    check = _Checker(source)
+    check.keys(document, "", {"study", "data", "sampler", "pruner", "training", "space"})
+    study = check.table(document, "study")
+    data = check.table(document, "data")
+    sampler = check.table(document, "sampler")
+    pruner = check.table(document, "pruner")
+    training = check.table(document, "training")
+    space = check.table(document, "space")
+
+    check.keys(study, "study", {"name", "baselines"})
+    check.keys(data, "data", {"dataset", "validation_fraction", "split_seed"})
+    check.keys(sampler, "sampler", {"kind", "seed", "n_startup_trials"})
+    check.keys(pruner, "pruner", set(PrunerSpec.__dataclass_fields__))
+    check.keys(training, "training", set(TrainingSpec.__dataclass_fields__))
+    check.keys(space, "space", set(PARAMETERS))
+
+    defaults = StudySpec()
+    name = check.value(study, "study", "name", str, defaults.name)
+    if not name.strip() or len(name) > 200:
+        check.fail("study.name", "must be 1 to 200 characters")
+
+    sampler_spec = SamplerSpec(
+        kind=check.one_of(sampler, "sampler", "kind", SAMPLERS, "tpe"),
+        seed=check.integer(sampler, "sampler", "seed", 0, minimum=0),
+        n_startup_trials=check.integer(sampler, "sampler", "n_startup_trials", 10, minimum=0),
+    )
+    pruner_spec = PrunerSpec(
+        kind=check.one_of(pruner, "pruner", "kind", PRUNERS, "median"),
+        n_startup_trials=check.integer(pruner, "pruner", "n_startup_trials", 5, minimum=0),
+        n_warmup_steps=check.integer(pruner, "pruner", "n_warmup_steps", 1, minimum=0),
+        min_resource=check.integer(pruner, "pruner", "min_resource", 1, minimum=1),
+        reduction_factor=check.integer(pruner, "pruner", "reduction_factor", 3, minimum=2),
+        patience=check.integer(pruner, "pruner", "patience", 0, minimum=0),
+    )
+    training_spec = TrainingSpec(
+        patience=check.integer(training, "training", "patience", 3, minimum=0),
+        steps_per_execution=check.integer(training, "training", "steps_per_execution", 32, minimum=1),
+        jit_compile=check.value(training, "training", "jit_compile", bool, False),
+        validation_batch_size=check.integer(training, "training", "validation_batch_size", 2048, minimum=1),
+    )
+    fraction = check.number(data, "data", "validation_fraction", defaults.validation_fraction)
+    if not 0.0 < fraction < 1.0:
+        check.fail("data.validation_fraction", f"must be between 0 and 1 (exclusive), got {fraction}")
+
+    params = {key: check.param(key, space[key]) if key in space else Fixed(rule.default) for key, rule in PARAMETERS.items()}
+    return StudySpec(
+        name=name,
+        dataset=check.one_of(data, "data", "dataset", DATASETS, "mnist"),
+        validation_fraction=float(fraction),
+        split_seed=check.integer(data, "data", "split_seed", 0, minimum=0),
+        sampler=sampler_spec,
+        pruner=pruner_spec,
+        training=training_spec,
+        baselines=check.value(study, "study", "baselines", bool, True),
+        space=MappingProxyType(params),
+        source=source,
+    )
+
+
+class _Checker:
+    """Turns each validation failure into one ``ConfigError`` line: ``file: key: problem``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> None:
+        raise ConfigError(f"{self.source}: {key}: {problem}")
+
+    def table(self, document: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        value = document.get(name, {})
+        if not isinstance(value, Mapping):
+            self.fail(name, f"must be a table ([{name}]), got {_type_name(value)}")
+        return value
+
+    def keys(self, table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                place = f"[{where}]" if where else "the top level"
+                expected = ", ".join(sorted(allowed))
+                self.fail(_join(where, key), f"unknown key in {place} (expected one of: {expected})")
+
+    def value(self, table: Mapping[str, Any], where: str, key: str, kind: type, default: Any) -> Any:
+        if key not in table:
+            return default
+        value = table[key]
+        if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+            self.fail(_join(where, key), f"must be {_kind_name(kind)}, got {_type_name(value)} {value!r}")
+        return value
+
+    def integer(self, table: Mapping[str, Any], where: str, key: str, default: int, *, minimum: int) -> int:
+        value = self.value(table, where, key, int, default)
+        if value < minimum:
+            self.fail(_join(where, key), f"must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, table: Mapping[str, Any], where: str, key: str, default: float) -> float:
+        value = self.value(table, where, key, (int, float), default)
+        if not math.isfinite(value):
+            self.fail(_join(where, key), f"must be a finite number, got {value}")
+        return float(value)
+
+    def one_of(self, table: Mapping[str, Any], where: str, key: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.value(table, where, key, str, default)
+        if value not in allowed:
+            self.fail(_join(where, key), f"unknown value {value!r} (expected one of: {', '.join(allowed)})")
+        return value
+
+    def param(self, name: str, raw: Any) -> ParamSpec:
+        rule = PARAMETERS[name]
+        key = f"space.{name}"
+        if isinstance(raw, Mapping):
+            if "choices" in raw:
+                extra = set(raw) - {"choices"}
+                if extra:
+                    self.fail(key, f"'choices' cannot be combined with {', '.join(sorted(extra))}")
+                choices = raw["choices"]
+                if not isinstance(choices, list) or not choices:
+                    self.fail(f"{key}.choices", "must be a non-empty list")
+                if len(set(map(repr, choices))) != len(choices):
+                    self.fail(f"{key}.choices", "must not repeat a value")
+                return Choice(tuple(self.scalar(f"{key}.choices", rule, item) for item in choices))
+            return self.range(key, rule, raw)
+        return Fixed(self.scalar(key, rule, raw))
+
+    def range(self, key: str, rule: _ParamRule, raw: Mapping[str, Any]) -> ParamSpec:
+        if rule.kind is str:
+            self.fail(key, "is categorical: give a value or { choices = [...] }, not a range")
+        allowed = {"low", "high", "log"} | ({"step"} if rule.kind is int else set())
+        self.keys(raw, key, allowed)
+        for bound in ("low", "high"):
+            if bound not in raw:
+                self.fail(key, f"a range needs both 'low' and 'high' (missing '{bound}')")
+        low = self.scalar(f"{key}.low", rule, raw["low"])
+        high = self.scalar(f"{key}.high", rule, raw["high"])
+        log = self.value(raw, key, "log", bool, False)
+        if low > high:
+            self.fail(key, f"low ({low}) is greater than high ({high})")
+        if log and low <= 0:
+            self.fail(key, f"a log-scale range needs low > 0, got {low}")
+        if rule.kind is int:
+            step = self.integer(raw, key, "step", 1, minimum=1)
+            if log and step != 1:
+                self.fail(key, "step must be 1 on a log-scale range")
+            return IntRange(int(low), int(high), log, step)
+        return FloatRange(float(low), float(high), log)
+
+    def scalar(self, key: str, rule: _ParamRule, value: Any) -> Any:
+        kinds = (int, float) if rule.kind is float else rule.kind
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            self.fail(key, f"must be {_kind_name(rule.kind)}, got {_type_name(value)} {value!r}")
+        if rule.kind is str:
+            if value not in rule.allowed:
+                self.fail(key, f"unknown value {value!r} (expected one of: {', '.join(rule.allowed)})")
+            return value
+        if not math.isfinite(value):
+            self.fail(key, f"must be a finite number, got {value}")
+        too_high = value >= rule.maximum if rule.exclusive_max else value > rule.maximum
+        if value < rule.minimum or too_high:
+            upper = f"below {rule.maximum}" if rule.exclusive_max else f"at most {rule.maximum}"
+            self.fail(key, f"must be at least {rule.minimum} and {upper}, got {value}")
+        return rule.kind(value)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _kind_name(kind: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if isinstance(kind, tuple):
+        return "a number"
+    return names.get(kind, kind.__name__)
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}.get(
+        type(value), type(value).__name__
+    )

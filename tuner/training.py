@@ -1,0 +1,74 @@
+"""Keras-side training helpers. Importing this module imports TensorFlow: import it lazily."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import optuna
+
+from tuner.errors import TrialError
+
+__all__ = ["EpochMonitor", "OBJECTIVE_METRIC", "configure_threads"]
+
+OBJECTIVE_METRIC = "val_xent"  # validation cross-entropy, without the L2 penalty
+
+
+class EpochMonitor(keras.callbacks.Callback):
+    """Tracks the best epoch; with a trial, reports each epoch and prunes through Optuna.
+
+    Stops the trial on a NaN or infinite loss (as a ``TrialError``) and stops training early after
+    ``patience`` epochs without improvement.
+    """
+
+    def __init__(self, trial: optuna.Trial | None = None, *, patience: int = 0, metric: str = OBJECTIVE_METRIC) -> None:
+        super().__init__()
+        self.trial = trial
+        self.patience = patience
+        self.metric = metric
+        self.best_loss: float | None = None
+        self.best_accuracy: float | None = None
+        self.best_epoch = 0
+        self.epochs_trained = 0
+        self.history: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        step = epoch + 1
+        train_loss = float(logs.get("loss", math.nan))
+        loss = float(logs.get(self.metric, train_loss))
+        accuracy = float(logs.get("val_accuracy", logs.get("accuracy", math.nan)))
+        self.epochs_trained = step
+        self.history.append({"epoch": step, "loss": train_loss, "accuracy": float(logs.get("accuracy", math.nan)), self.metric: loss, "val_accuracy": accuracy})
+        for name, value in (("training loss", train_loss), ("validation loss", loss)):
+            if not math.isfinite(value):
+                self.model.stop_training = True
+                raise TrialError(f"{name} became {value} at epoch {step}")
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.best_accuracy = loss, step, accuracy
+        if self.trial is not None:
+            self.trial.report(loss, step=step)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {step} (validation loss {loss:.4f})")
+        if self.patience and step - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def record(self, trial: optuna.Trial, seconds: float) -> None:
+        trial.set_user_attr("train_seconds", round(seconds, 3))
+        trial.set_user_attr("epochs_trained", self.epochs_trained)
+        if self.best_loss is not None:
+            trial.set_user_attr("best_epoch", self.best_epoch)
+            trial.set_user_attr("val_accuracy", self.best_accuracy)
+            trial.set_user_attr("val_loss", self.best_loss)
+
+
+def configure_threads(threads: int) -> None:
+    """Pin TensorFlow's thread pools; must run before the first TensorFlow operation."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        pass  # TensorFlow already started in this process; its pools keep their size
