@@ -185,7 +185,7 @@ def _validate(arrays: tuple[np.ndarray, ...], source: str) -> tuple[np.ndarray, 
             raise DataError(f"{source}: y_{name} holds a negative label ({y.min()})")
         if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
             raise DataError(f"{source}: x_{name} must be numeric, got {x.dtype}")
-    if x_train.shape[1:] != x_test.shape[1:]:
+    if np.prod(x_train.shape[1:]) != np.prod(x_test.shape[1:]):
         raise DataError(f"{source}: train samples have shape {x_train.shape[1:]} but test samples {x_test.shape[1:]}")
     if int(max(y_train.max(), y_test.max())) >= 1000:
         raise DataError(f"{source}: labels must be class indices below 1000, got {int(max(y_train.max(), y_test.max()))}")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from tuner.studyfile import Choice, FloatRange, IntRange, ParamSpec, TrainingSpec
+from tuner.studyfile import OPEN_SPACE, Choice, FloatRange, IntRange, ParamSpec, TrainingSpec
 
 if TYPE_CHECKING:
     import keras
     import optuna
 
-__all__ = ["suggest_hyperparameters", "build_model", "count_params"]
+__all__ = ["suggest_hyperparameters", "build_model", "rebuild_model", "count_params"]
 
 
 def suggest_hyperparameters(trial: "optuna.trial.BaseTrial", space: Mapping[str, ParamSpec]) -> dict[str, Any]:
@@ -62,6 +62,13 @@ def build_model(
         jit_compile=training.jit_compile,
     )
     return model, params
+
+
+def rebuild_model(params: Mapping[str, Any], *, input_dim: int, n_classes: int, training: TrainingSpec) -> tuple["keras.Model", dict[str, Any]]:
+    """The exact model of a finished trial, from its recorded parameters (for the final training job)."""
+    import optuna
+
+    return build_model(optuna.trial.FixedTrial(dict(params)), OPEN_SPACE, input_dim=input_dim, n_classes=n_classes, training=training)
 
 
 def count_params(model: "keras.Model") -> int:

@@ -83,6 +83,10 @@ def run_study(
     """
     started = time.perf_counter()
     spec = config.spec
+    # Data and storage problems both stop the run before the first trial.
+    data = load_tuning_data(
+        dataset=spec.dataset, data_path=config.data_path, validation_fraction=spec.validation_fraction, split_seed=spec.split_seed
+    )
     storage = open_storage(config.storage_url)
     study = optuna.create_study(
         study_name=config.study_name,
@@ -100,9 +104,6 @@ def run_study(
                 study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
                 enqueued += 1
 
-    data = load_tuning_data(
-        dataset=spec.dataset, data_path=config.data_path, validation_fraction=spec.validation_fraction, split_seed=spec.split_seed
-    )
     finished_before = _count_finished(study)
     if on_start:
         on_start(

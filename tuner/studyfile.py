@@ -28,6 +28,7 @@ __all__ = [
     "OPTIMIZERS",
     "DATASETS",
     "PARAMETERS",
+    "OPEN_SPACE",
     "load_study_file",
     "parse_study",
     "default_study_file",
@@ -88,6 +89,17 @@ PARAMETERS: Mapping[str, _ParamRule] = MappingProxyType(
         "learning_rate": _ParamRule(float, 1e-3, minimum=0.0, maximum=10.0),
         "optimizer": _ParamRule(str, "adam", allowed=OPTIMIZERS),
         "l2": _ParamRule(float, 0.0, minimum=0.0, maximum=1.0),
+    }
+)
+
+
+# Every value the builder accepts: lets FixedTrial replay any recorded trial, whatever its study's ranges were.
+OPEN_SPACE: Mapping[str, ParamSpec] = MappingProxyType(
+    {
+        name: Choice(rule.allowed)
+        if rule.kind is str
+        else (IntRange(int(rule.minimum), int(rule.maximum)) if rule.kind is int else FloatRange(rule.minimum, rule.maximum))
+        for name, rule in PARAMETERS.items()
     }
 )
 

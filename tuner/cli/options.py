@@ -24,3 +24,12 @@ data_option = click.option(
     metavar="PATH",
     help="Directory of the four MNIST IDX files, or an .npz [env TUNER_DATA; default: the study's dataset, downloaded by Keras].",
 )
+
+
+def output_console():
+    """A console for results on stdout; piped output gets wide lines instead of truncated table cells."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner.cli import INTERRUPTED_EXIT, main
-from tuner.cli.options import data_option, storage_option, study_file_option, study_option
+from tuner.cli.options import data_option, output_console, storage_option, study_file_option, study_option
 
 
 @main.command()
@@ -93,7 +93,7 @@ def run(n_trials, timeout, study_name, storage, study_file, data_path, seed, thr
 
 
 def _print_summary(result) -> None:
-    out = Console()
+    out = output_console()
     counts = result.counts
     table = Table(title=f"study {result.study_name}: {result.n_finished}/{result.n_target} finished", show_header=True)
     for column in ("complete", "pruned", "failed", "running", "new this run", "wall time"):
@@ -128,7 +128,7 @@ def studies(storage) -> None:
 
     url = storage or DEFAULT_STORAGE
     infos = list_studies(url)
-    out = Console()
+    out = output_console()
     table = Table(title=describe_storage(url))
     for column in ("study", "trials", "complete", "pruned", "failed", "running", "best value", "best acc", "best #"):
         table.add_column(column, justify="left" if column == "study" else "right")

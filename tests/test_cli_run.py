@@ -1,0 +1,164 @@
+"""`tuner run` and `tuner studies` end to end, in-process, checked through the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import MNIST_SMALL, TINY_STUDY, invoke
+from tuner.search import baseline_params
+from tuner.studyfile import load_study_file
+
+PARAMS = {"n_layers", "units", "dropout", "optimizer", "learning_rate", "batch_size", "epochs", "l2"}
+
+
+def _trials(url, name="tiny"):
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_url):
+    started = time.perf_counter()
+    result = invoke(cli, "run", "--trials", 8, "--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL)
+    assert result.exit_code == 0, result.output
+    assert "8/8 finished" in result.stdout and "best trial #" in result.stdout
+    trials = _trials(sqlite_url)
+    assert [t.number for t in trials] == list(range(8))
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert states.count(TrialState.PRUNED) >= 1
+    assert states.count(TrialState.COMPLETE) >= 2  # the pruner's startup trials always complete
+    expected_baselines = baseline_params(load_study_file(tiny_study_file))
+    for trial, baseline in zip(trials, expected_baselines):
+        assert trial.user_attrs.get("baseline") is True
+        assert {k: trial.params[k] for k in baseline} == baseline
+    for trial in trials:
+        assert set(trial.params) <= PARAMS and {"n_layers", "optimizer", "learning_rate", "batch_size", "epochs", "l2"} <= set(trial.params)
+        assert trial.user_attrs["n_params"] > 0 and trial.user_attrs["train_seconds"] > 0
+    for trial in (t for t in trials if t.state == TrialState.COMPLETE):
+        assert trial.value == pytest.approx(trial.user_attrs["val_loss"])
+        assert 0.0 < trial.user_attrs["val_accuracy"] <= 1.0
+        assert 1 <= trial.user_attrs["best_epoch"] <= trial.params["epochs"]
+        assert min(trial.intermediate_values.values()) == pytest.approx(trial.value)
+    assert time.perf_counter() - started < 120
+
+
+def test_resume_stops_at_the_total(cli, tiny_study_file, sqlite_url):
+    args = ("--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
+    assert invoke(cli, "run", "--trials", 3, *args).exit_code == 0
+    second = invoke(cli, "run", "--trials", 5, *args)
+    assert second.exit_code == 0, second.output
+    assert "resuming: 3 of 5" in second.stderr
+    assert len(_trials(sqlite_url)) == 5
+    third = invoke(cli, "run", "--trials", 5, *args)
+    assert third.exit_code == 0 and len(_trials(sqlite_url)) == 5
+    assert not any(t.user_attrs.get("baseline") for t in _trials(sqlite_url))
+
+
+def test_environment_settings_and_flags_take_precedence(cli, tiny_study_file, tmp_path):
+    env_url = f"sqlite:///{tmp_path / 'env.db'}"
+    flag_url = f"sqlite:///{tmp_path / 'flag.db'}"
+    env = {"TUNER_STORAGE": env_url, "TUNER_DATA": str(MNIST_SMALL), "TUNER_STUDY_FILE": str(tiny_study_file), "TUNER_STUDY": "from-env"}
+    assert invoke(cli, "run", "--trials", 1, "--no-baselines", env=env).exit_code == 0
+    assert len(_trials(env_url, "from-env")) == 1
+    assert invoke(cli, "run", "--trials", 1, "--no-baselines", "--storage", flag_url, "--study", "from-flag", env=env).exit_code == 0
+    assert len(_trials(flag_url, "from-flag")) == 1
+    listing = invoke(cli, "studies", env=env)
+    assert listing.exit_code == 0 and "from-env" in listing.stdout and "from-flag" not in listing.stdout
+
+
+def test_nan_trial_is_failed_with_reason_and_the_study_goes_on(cli, tmp_path, sqlite_url):
+    study_file = tmp_path / "explode.toml"
+    study_file.write_text(
+        TINY_STUDY.replace('optimizer = { choices = ["sgd", "sgd_momentum", "rmsprop", "adam"] }', 'optimizer = "sgd"')
+        .replace("learning_rate = { low = 1e-4, high = 0.3, log = true }", "learning_rate = 10.0")
+        .replace("n_layers = { low = 0, high = 2 }", "n_layers = 2")
+        .replace("l2 = { low = 1e-8, high = 1e-3, log = true }", "l2 = 1.0")  # each step multiplies the weights by -19
+    )
+    result = invoke(cli, "run", "--trials", 2, "--study-file", study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
+    assert result.exit_code == 0, result.output
+    trials = _trials(sqlite_url)
+    assert len(trials) == 2 and all(t.state == TrialState.FAIL for t in trials)
+    assert all("loss became nan" in t.user_attrs["fail_reason"] or "loss became inf" in t.user_attrs["fail_reason"] for t in trials)
+    assert "failed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (("--trials", "0"), 2, "--trials must be at least 1"),
+        (("--study-file", "missing.toml"), 2, "study file not found"),
+        (("--data", "/nonexistent/mnist"), 3, "data path not found"),
+        (("--storage", "postgresql+psycopg2://tuner:secret@127.0.0.1:1/none"), 4, "cannot open storage postgresql database 'none' on 127.0.0.1:1"),
+        (("--storage", "nonsense"), 2, "invalid storage URL"),
+    ],
+)
+def test_configuration_errors_stop_before_any_trial(cli, tmp_path, tiny_study_file, args, code, words, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = {"--study-file": str(tiny_study_file), "--data": str(MNIST_SMALL), "--storage": f"sqlite:///{tmp_path / 'x.db'}"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    flat = [item for pair in base.items() for item in pair]
+    result = invoke(cli, "run", "--trials", base.pop("--trials", "3") if "--trials" in args else "3", *flat)
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and words in lines[-1], result.stderr
+    assert "secret" not in result.output
+    if (tmp_path / "x.db").exists():
+        assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'x.db'}") == [] or not _trials(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+def test_studies_on_missing_database_does_not_create_it(cli, tmp_path):
+    result = invoke(cli, "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}")
+    assert result.exit_code == 4 and "no study database" in result.stderr
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_default_storage_is_a_file_in_the_working_directory(cli, tiny_study_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(cli, "run", "--trials", 1, "--study-file", tiny_study_file, "--data", MNIST_SMALL, "--no-baselines")
+    assert result.exit_code == 0
+    assert (tmp_path / "tuner.db").is_file()
+    assert f"SQLite file {tmp_path / 'tuner.db'}" in result.stderr.replace("\n", "")
+
+
+def test_help_and_studies_do_not_import_tensorflow():
+    code = "import sys; from tuner.cli import main; from tuner import storage, config, runner; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tuner", "--help"], check=True, capture_output=True)
+    assert time.perf_counter() - started < 5
+
+
+def test_ctrl_c_marks_the_running_trial_failed_and_exits_with_a_resume_hint(tmp_path, tiny_study_file):
+    url = f"sqlite:///{tmp_path / 'interrupt.db'}"
+    slow = tmp_path / "slow.toml"
+    slow.write_text(TINY_STUDY.replace("epochs = { low = 2, high = 3 }", "epochs = 200").replace("[training]\npatience = 2", "[training]\npatience = 0"))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "run", "--trials", "5", "--study-file", str(slow), "--storage", url, "--data", str(MNIST_SMALL), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=url).get_trials(deepcopy=False)
+        except Exception:
+            continue
+        if any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Resume with: tuner run --trials 5" in stderr
+    states = [t.state for t in _trials(url)]
+    assert TrialState.RUNNING not in states and TrialState.FAIL in states
