@@ -36,6 +36,14 @@ _EXPORTS = {
     "load_study": "tuner.storage",
     "list_studies": "tuner.storage",
     "mask_url": "tuner.storage",
+    "export_best": "tuner.export",
+    "ExportResult": "tuner.export",
+    "predict_digits": "tuner.predict",
+    "PredictResult": "tuner.predict",
+    "Prediction": "tuner.predict",
+    "load_exported_model": "tuner.predict",
+    "load_inputs": "tuner.images",
+    "mnist_style": "tuner.images",
 }
 
 __all__ = ["__version__", *_EXPORTS]

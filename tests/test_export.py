@@ -1,0 +1,180 @@
+"""`tuner export-best` end to end, in-process: the export is checked against the database and the data."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from tests.conftest import MNIST_SMALL, invoke
+from tuner.data import load_final_data
+from tuner.storage import mask_url
+
+
+@pytest.fixture
+def study_copy(trained_study, tmp_path) -> tuple[str, str]:
+    """A private copy of the shared trained study: exporting writes a study attribute."""
+    url, name = trained_study
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)  # consistent even with the WAL the storage uses
+    return f"sqlite:///{copy}", name
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _one_error_line(result, code: int, *fragments: str) -> str:
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
+    import keras
+
+    url, name = study_copy
+    out = tmp_path / "models" / "best"
+    result = invoke(cli, "export-best", "--storage", url, "--study", name, "--out", out)
+    assert result.exit_code == 0, result.output
+
+    study = _study(url, name)
+    best = study.best_trial
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["study_name"] == name and meta["storage"] == mask_url(url)
+    assert meta["trial_number"] == best.number and meta["selected"] == "best"
+    assert meta["params"] == best.params
+    assert meta["trial"]["val_loss"] == best.value
+    assert meta["trial"]["val_accuracy"] == best.user_attrs["val_accuracy"]
+    assert meta["training"]["epochs"] == best.user_attrs["best_epoch"] == len(meta["training"]["history"])
+    assert meta["training"]["batch_size"] == best.params["batch_size"]
+    assert meta["training"]["refit_full"] is True and meta["training"]["n_samples"] == 2400
+    assert meta["training"]["seed"] == study.user_attrs["tuner"]["seed"] + best.number
+
+    final = load_final_data(dataset="mnist", data_path=str(MNIST_SMALL), validation_fraction=study.user_attrs["tuner"]["validation_fraction"], split_seed=0)
+    assert meta["data"]["checksum"] == final.tuning.checksum
+    test = meta["test"]
+    confusion = np.array(test["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == test["n_samples"] == 600
+    assert np.trace(confusion) / 600 == pytest.approx(test["accuracy"])
+    assert {"tuner", "optuna", "keras", "tensorflow"} <= set(meta["versions"]) and meta["versions"]["optuna"] == optuna.__version__
+    assert datetime.fromisoformat(meta["started_at"]) <= datetime.fromisoformat(meta["finished_at"])
+
+    # The saved model is the one that was scored: it reproduces the recorded test accuracy.
+    model = keras.models.load_model(out / "model.keras", safe_mode=True)
+    predicted = model.predict(final.x_test, verbose=0).argmax(axis=1)
+    assert float((predicted == final.y_test).mean()) == pytest.approx(test["accuracy"])
+    assert np.array_equal(np.bincount(final.y_test * 10 + predicted, minlength=100).reshape(10, 10), confusion)
+
+    record = study.user_attrs["export"]
+    assert record["path"] == str(out.resolve()) and record["trial"] == best.number
+    assert record["test_accuracy"] == test["accuracy"]
+    assert f"test accuracy {test['accuracy']:.4f}" in result.stdout and str(out / "model.keras") in result.stdout
+    assert sorted(p.name for p in out.parent.iterdir()) == ["best"]  # no temporary directory left behind
+
+
+def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
+    from tuner.export import export_best
+
+    url, name = study_copy
+    study = _study(url, name)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    chosen = next((t for t in complete if t.number != study.best_trial.number), complete[0])
+    epochs = []
+    result = export_best(storage_url=url, trial_number=chosen.number, out=tmp_path / "chosen", refit_full=False, on_epoch=epochs.append)
+
+    meta = json.loads(result.metadata_path.read_text())
+    assert result.trial_number == meta["trial_number"] == chosen.number
+    assert meta["params"] == chosen.params and result.params == chosen.params
+    assert meta["training"]["n_samples"] == 2000  # the training part only: 1/6 of 2400 stays for validation
+    assert all("val_xent" in row for row in meta["training"]["history"])
+    assert [e.epoch for e in epochs] == list(range(1, chosen.user_attrs["best_epoch"] + 1))
+    assert result.test_accuracy == meta["test"]["accuracy"] and not result.replaced
+    assert _study(url, name).user_attrs["export"]["trial"] == chosen.number
+
+
+def test_rerun_needs_force_and_failed_writes_keep_the_old_export(cli, study_copy, tmp_path, monkeypatch):
+    import tuner.export
+
+    url, name = study_copy
+    out = tmp_path / "export"
+    assert invoke(cli, "export-best", "--storage", url, "--out", out).exit_code == 0
+    before = _snapshot(out)
+
+    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", out), 5, "already holds an export", "--force")
+    assert _snapshot(out) == before
+
+    def disk_full(path, document):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tuner.export, "_write_json", disk_full)
+    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", out, "--force", "--quiet"), 5, "No space left on device")
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+
+    other = next(t.number for t in _study(url, name).trials if t.state == TrialState.COMPLETE and t.number != json.loads(before["model.json"])["trial_number"])
+    result = invoke(cli, "export-best", "--storage", url, "--out", out, "--force", "--trial", other, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "replaced" in result.stdout and json.loads((out / "model.json").read_text())["trial_number"] == other
+
+
+def test_storage_problems_each_get_one_line(cli, study_copy, tmp_path):
+    url, name = study_copy
+    _one_error_line(invoke(cli, "export-best", "--storage", f"sqlite:///{tmp_path / 'none.db'}"), 4, "no study database")
+    assert not (tmp_path / "none.db").exists()
+    _one_error_line(invoke(cli, "export-best", "--storage", url, "--study", "nope"), 4, "no study named 'nope'")
+    _one_error_line(invoke(cli, "export-best", "--storage", url, "--trial", 999), 4, "no trial 999")
+    not_a_db = tmp_path / "notes.db"
+    not_a_db.write_text("not a database")
+    _one_error_line(invoke(cli, "export-best", "--storage", f"sqlite:///{not_a_db}"), 4, "cannot open storage")
+    assert not_a_db.read_text() == "not a database"
+
+
+def test_unreachable_server_is_one_line_without_the_password(cli):
+    pytest.importorskip("psycopg2")
+    line = _one_error_line(invoke(cli, "export-best", "--storage", "postgresql+psycopg2://tuner:s3cret@127.0.0.1:9/tuner"), 4, "cannot open storage")
+    assert "s3cret" not in line
+
+
+def test_study_without_a_finished_trial(cli, tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    study = optuna.create_study(study_name="empty", storage=url)
+    _one_error_line(invoke(cli, "export-best", "--storage", url), 4, "no completed trial")
+    study.tell(study.ask(), state=TrialState.FAIL)
+    _one_error_line(invoke(cli, "export-best", "--storage", url, "--trial", 0), 4, "trial 0", "FAIL")
+
+
+def test_output_paths_that_must_not_be_touched(cli, study_copy, tmp_path):
+    url, _ = study_copy
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", a_file), 5, "not a directory")
+    assert a_file.read_text() == "keep me"
+
+    other_dir = tmp_path / "mine"
+    other_dir.mkdir()
+    (other_dir / "thesis.tex").write_text("keep me too")
+    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", other_dir, "--force"), 5, "holds no model.json")
+    assert _snapshot(other_dir) == {"thesis.tex": b"keep me too"}
+
+
+def test_missing_data_is_reported_before_training(cli, study_copy, tmp_path):
+    url, _ = study_copy
+    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", tmp_path / "x", "--data", tmp_path / "no-such-data"), 3, "data path not found")
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,122 @@
+"""``tuner export-best`` and ``tuner predict``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tuner.cli import INTERRUPTED_EXIT, main
+from tuner.cli.options import storage_option
+
+
+@main.command("export-best")
+@click.option("--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study to export from [env TUNER_STUDY; default: the storage's only study].")
+@storage_option
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), metavar="N", help="Export this completed trial instead of the best one.")
+@click.option("--out", type=click.Path(), help="Export directory [default artifacts/<study>].")
+@click.option(
+    "--data",
+    "data_path",
+    envvar="TUNER_DATA",
+    metavar="PATH",
+    help="MNIST IDX directory or .npz [env TUNER_DATA; default: the data the study was tuned on].",
+)
+@click.option("--refit-full/--no-refit-full", default=True, show_default=True, help="Train on the validation part too, not only on the training part.")
+@click.option("--force", is_flag=True, help="Replace an existing export in --out.")
+@click.option("--threads", type=click.IntRange(min=1), envvar="TUNER_THREADS", help="TensorFlow threads for this process [default: all cores].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the result.")
+def export_best(study_name, storage, trial_number, out, data_path, refit_full, force, threads, quiet) -> None:
+    """Retrain the best trial (or --trial N), score it once on the test set, save model.keras and model.json."""
+    from tuner.export import export_best as run_export
+    from tuner.storage import DEFAULT_STORAGE
+
+    if threads:
+        from tuner.training import configure_threads
+
+        configure_threads(threads)
+    console = Console(stderr=True, quiet=quiet)
+    progress = Progress(
+        TextColumn("[bold]epochs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        console=console,
+    )
+    task = None
+
+    def on_start(start) -> None:
+        nonlocal task
+        which = "best trial" if start.is_best else "trial"
+        console.print(f"study [bold]{start.study_name}[/] in {start.storage}: {which} #{start.trial_number}")
+        console.print(f"training {start.epochs} epochs on {start.n_train} samples of {start.data_source}; {start.n_test} test samples held out")
+        progress.start()
+        task = progress.add_task("epochs", total=start.epochs, metrics="")
+
+    def on_epoch(epoch) -> None:
+        progress.update(task, completed=epoch.epoch, metrics=f"loss {epoch.loss:.4f}  acc {epoch.accuracy:.4f}")
+
+    interrupted = False
+    try:
+        result = run_export(
+            storage_url=storage or DEFAULT_STORAGE,
+            study_name=study_name,
+            trial_number=trial_number,
+            out=out,
+            data_path=data_path,
+            refit_full=refit_full,
+            force=force,
+            on_start=on_start,
+            on_epoch=on_epoch,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if task is not None:  # stopping a progress display that never started prints a blank line
+            progress.stop()
+    if interrupted:
+        click.echo("Interrupted: nothing was written; any earlier export is unchanged.", err=True)
+        raise SystemExit(INTERRUPTED_EXIT)
+    click.echo(
+        f"trial #{result.trial_number} of {result.study_name}: test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}"
+        f" on {result.n_test} samples ({result.epochs} epochs, seed {result.seed}, {result.wall_seconds:.1f}s)"
+    )
+    click.echo(f"{'replaced' if result.replaced else 'wrote'} {result.model_path}")
+    click.echo(f"{'replaced' if result.replaced else 'wrote'} {result.metadata_path}")
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(), envvar="TUNER_MODEL", help="Export directory (or its model.keras) [env TUNER_MODEL].")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--top", "top_k", type=click.IntRange(min=1), default=1, show_default=True, help="Show the K most likely classes per input.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output with all class probabilities.")
+def predict(model_dir, files, top_k, as_json) -> None:
+    """Predict the digit in each image (PNG/JPEG/BMP, any size) or .npy array (one image or a batch)."""
+    from tuner.predict import predict_digits
+
+    result = predict_digits(model=model_dir, inputs=files)
+    if as_json:
+        document = {
+            "model": str(result.model_path),
+            "predictions": [
+                {
+                    "input": p.source,
+                    "digit": p.digit,
+                    "probability": p.probability,
+                    "top": [{"digit": d, "probability": q} for d, q in p.top(top_k)],
+                    "probabilities": list(p.probabilities),
+                }
+                for p in result.predictions
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    width = max(len(p.source) for p in result.predictions)
+    for p in result.predictions:
+        ranked = "   ".join(f"{d} {q:.3f}" for d, q in p.top(top_k))
+        click.echo(f"{p.source:<{width}}  {ranked}")

@@ -1,0 +1,395 @@
+"""The final training job: retrain a finished trial, score it once on the test set, save it.
+
+The library call behind ``tuner export-best``. The model is rebuilt from the trial's recorded
+parameters with ``optuna.trial.FixedTrial``, trained for the trial's best epoch count on the training
+data (plus the validation part with ``refit_full``) and evaluated on the test set exactly once.
+Files are written to a temporary directory next to the target and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import optuna
+import sqlalchemy
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.data import FinalData, load_final_data
+from tuner.errors import ExportError, StorageError, StudyNotFoundError
+from tuner.predict import MODEL_FILE
+from tuner.storage import describe_storage, load_study, mask_url
+from tuner.studyfile import TrainingSpec
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = [
+    "EXPORT_ATTR",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "EpochProgress",
+    "ExportStart",
+    "ExportResult",
+    "default_export_dir",
+    "export_best",
+]
+
+METADATA_FILE = "model.json"
+EXPORT_ATTR = "export"  # study user attribute recording the latest export
+FORMAT = "tuner-export/1"
+_EVAL_BATCH = 2048
+
+
+@dataclass(frozen=True)
+class ExportStart:
+    study_name: str
+    storage: str
+    trial_number: int
+    is_best: bool
+    params: dict[str, Any]
+    epochs: int
+    n_train: int
+    n_test: int
+    data_source: str
+    out: Path
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    epoch: int
+    epochs: int
+    loss: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    study_name: str
+    trial_number: int
+    is_best: bool
+    params: dict[str, Any]
+    val_loss: float
+    val_accuracy: float | None
+    test_loss: float
+    test_accuracy: float
+    n_test: int
+    epochs: int
+    seed: int
+    out: Path
+    model_path: Path
+    metadata_path: Path
+    replaced: bool
+    wall_seconds: float
+
+
+def default_export_dir(study_name: str) -> Path:
+    """``artifacts/<study>`` under the working directory, the name made safe for a path."""
+    return Path("artifacts") / (re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study")
+
+
+def export_best(
+    *,
+    storage_url: str,
+    study_name: str | None = None,
+    trial_number: int | None = None,
+    out: str | Path | None = None,
+    data_path: str | None = None,
+    refit_full: bool = True,
+    force: bool = False,
+    on_start: Callable[[ExportStart], None] | None = None,
+    on_epoch: Callable[[EpochProgress], None] | None = None,
+) -> ExportResult:
+    """Train the best completed trial (or ``trial_number``) as the final model and write it to ``out``."""
+    started, started_at = time.perf_counter(), _now()
+    if out is not None:
+        _check_target(Path(out), force=force)  # fail before anything slow
+    study = load_study(storage_url, study_name)
+    trial = _pick_trial(study, trial_number)
+    target = Path(out) if out is not None else default_export_dir(study.study_name)
+    _check_target(target, force=force)
+    provenance = _provenance(study)
+    epochs = _best_epoch(trial)
+    final = load_final_data(
+        dataset=provenance["dataset"],
+        data_path=data_path or provenance.get("data_path"),
+        validation_fraction=provenance["validation_fraction"],
+        split_seed=provenance["split_seed"],
+    )
+    seed = int(provenance.get("seed", 0)) + trial.number  # the seed the trial itself trained with
+    x_fit, y_fit = _fit_data(final, refit_full)
+    is_best = trial_number is None or trial.number == study.best_trial.number
+    if on_start:
+        on_start(
+            ExportStart(
+                study_name=study.study_name,
+                storage=describe_storage(storage_url),
+                trial_number=trial.number,
+                is_best=is_best,
+                params=dict(trial.params),
+                epochs=epochs,
+                n_train=len(x_fit),
+                n_test=len(final.x_test),
+                data_source=final.tuning.source,
+                out=target,
+            )
+        )
+
+    model, history, train_seconds = _train(trial, final, x_fit, y_fit, refit_full=refit_full, epochs=epochs, seed=seed, provenance=provenance, on_epoch=on_epoch)
+    test = _evaluate(model, final)
+    metadata = {
+        "format": FORMAT,
+        "study_name": study.study_name,
+        "storage": mask_url(storage_url),
+        "trial_number": trial.number,
+        "selected": "best" if is_best else "chosen",
+        "params": dict(trial.params),
+        "trial": {
+            "val_loss": trial.value,
+            "val_accuracy": trial.user_attrs.get("val_accuracy"),
+            "best_epoch": epochs,
+            "epochs_trained": trial.user_attrs.get("epochs_trained"),
+        },
+        "test": test,
+        "training": {
+            "epochs": epochs,
+            "batch_size": trial.params["batch_size"],
+            "refit_full": refit_full,
+            "n_samples": len(x_fit),
+            "seed": seed,
+            "seconds": round(train_seconds, 3),
+            "history": history,
+        },
+        "data": {
+            "dataset": provenance["dataset"],
+            "source": final.tuning.source,
+            "checksum": final.tuning.checksum,
+            "validation_fraction": provenance["validation_fraction"],
+            "split_seed": provenance["split_seed"],
+            "input_dim": final.tuning.input_dim,
+            "n_classes": final.tuning.n_classes,
+        },
+        "versions": _versions(),
+        "started_at": started_at,
+        "finished_at": _now(),
+    }
+    replaced = _write_export(target, model, metadata, force=force)
+    _record(study, target, trial.number, test, metadata["finished_at"])
+    return ExportResult(
+        study_name=study.study_name,
+        trial_number=trial.number,
+        is_best=is_best,
+        params=dict(trial.params),
+        val_loss=float(trial.value),
+        val_accuracy=trial.user_attrs.get("val_accuracy"),
+        test_loss=test["loss"],
+        test_accuracy=test["accuracy"],
+        n_test=test["n_samples"],
+        epochs=epochs,
+        seed=seed,
+        out=target,
+        model_path=target / MODEL_FILE,
+        metadata_path=target / METADATA_FILE,
+        replaced=replaced,
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
+def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if number is None:
+        if not complete:
+            raise StudyNotFoundError(f"study {study.study_name!r} has no completed trial yet ({len(trials)} trials in all); run 'tuner run' first")
+        return study.best_trial
+    chosen = next((t for t in trials if t.number == number), None)
+    if chosen is None:
+        raise StudyNotFoundError(f"study {study.study_name!r} has no trial {number} (trials are numbered 0 to {len(trials) - 1})" if trials else f"study {study.study_name!r} has no trials")
+    if chosen.state != TrialState.COMPLETE:
+        numbers = ", ".join(str(t.number) for t in complete[:20]) or "none"
+        raise StudyNotFoundError(f"trial {number} of study {study.study_name!r} is {chosen.state.name}, not COMPLETE; completed trials: {numbers}")
+    return chosen
+
+
+def _provenance(study: optuna.Study) -> dict[str, Any]:
+    provenance = study.user_attrs.get("tuner")
+    needed = ("dataset", "validation_fraction", "split_seed")
+    if not isinstance(provenance, dict) or any(key not in provenance for key in needed):
+        raise StorageError(f"study {study.study_name!r} lacks the 'tuner' attribute that 'tuner run' records; cannot tell which data it was tuned on")
+    return provenance
+
+
+def _best_epoch(trial: FrozenTrial) -> int:
+    epoch = trial.user_attrs.get("best_epoch")
+    if not isinstance(epoch, int) or epoch < 1:
+        raise StorageError(f"trial {trial.number} has no 'best_epoch' attribute (was it run by 'tuner run'?)")
+    return epoch
+
+
+def _fit_data(final: FinalData, refit_full: bool) -> tuple[np.ndarray, np.ndarray]:
+    data = final.tuning
+    if not refit_full:
+        return data.x_train, data.y_train
+    return np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val])
+
+
+def _train(
+    trial: FrozenTrial,
+    final: FinalData,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    refit_full: bool,
+    epochs: int,
+    seed: int,
+    provenance: dict[str, Any],
+    on_epoch: Callable[[EpochProgress], None] | None,
+) -> tuple["keras.Model", list[dict[str, float]], float]:
+    import keras
+
+    from tuner.model import rebuild_model
+
+    needed = ["n_layers", "optimizer", "learning_rate", "batch_size", "epochs", "l2"] + (["units", "dropout"] if trial.params.get("n_layers") else [])
+    missing = [name for name in needed if name not in trial.params]
+    if missing:
+        raise StorageError(f"trial {trial.number} does not record {', '.join(missing)}; it was not run by this version of tuner")
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(seed)
+    training = TrainingSpec(steps_per_execution=int(provenance.get("steps_per_execution", 1)), jit_compile=bool(provenance.get("jit_compile", False)))
+    model, _ = rebuild_model(trial.params, input_dim=final.tuning.input_dim, n_classes=final.tuning.n_classes, training=training)
+
+    def epoch_end(epoch: int, logs: dict[str, Any] | None) -> None:
+        logs = logs or {}
+        loss = float(logs.get("loss", np.nan))
+        if not np.isfinite(loss):
+            raise ExportError(f"the final training diverged: loss became {loss} at epoch {epoch + 1}; nothing was written")
+        if on_epoch:
+            on_epoch(EpochProgress(epoch=epoch + 1, epochs=epochs, loss=loss, accuracy=float(logs.get("accuracy", np.nan))))
+
+    validation = None if refit_full else (final.tuning.x_val, final.tuning.y_val)
+    started = time.perf_counter()
+    fit = model.fit(
+        x,
+        y,
+        batch_size=trial.params["batch_size"],
+        epochs=epochs,
+        validation_data=validation,
+        validation_batch_size=_EVAL_BATCH,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)],
+        shuffle=True,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - started
+    history = [{"epoch": i + 1, **{name: float(values[i]) for name, values in fit.history.items()}} for i in range(len(fit.history["loss"]))]
+    return model, history, seconds
+
+
+def _evaluate(model: "keras.Model", final: FinalData) -> dict[str, Any]:
+    """The one look at the test set: cross-entropy (without the L2 penalty, like the objective), accuracy, confusion."""
+    probabilities = np.asarray(model.predict(final.x_test, batch_size=_EVAL_BATCH, verbose=0), dtype=np.float64)
+    labels = final.y_test
+    predicted = probabilities.argmax(axis=1)
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)  # Keras' own epsilon
+    n_classes = final.tuning.n_classes
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    return {
+        "loss": float(-np.log(picked).mean()),
+        "accuracy": float((predicted == labels).mean()),
+        "n_samples": int(len(labels)),
+        "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted class
+    }
+
+
+def _check_target(target: Path, *, force: bool) -> None:
+    """Refuse before training what the final rename would refuse, and never replace a non-export."""
+    if not target.resolve().name:
+        raise ExportError(f"output path {target} is a file system root; choose a directory for the export")
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ExportError(f"output path {target} exists and is not a directory; choose another --out")
+    if not target.exists() or not any(target.iterdir()):
+        return
+    metadata = target / METADATA_FILE
+    if not metadata.is_file():
+        raise ExportError(f"output directory {target} is not empty and holds no {METADATA_FILE}; refusing to replace it, choose another --out")
+    if not force:
+        raise ExportError(f"{target} already holds an export; pass --force to replace it")
+
+
+def _write_export(target: Path, model: "keras.Model", metadata: dict[str, Any], *, force: bool) -> bool:
+    """Write into a sibling temp dir, then rename into place; on any failure the old export stays."""
+    try:
+        target = target.resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Same parent, so the final rename stays on one file system; mkdir keeps the user's umask.
+        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        staging.mkdir()
+    except OSError as exc:
+        raise ExportError(f"cannot create {target.parent}: {exc.strerror or exc}") from None
+    try:
+        model.save(staging / MODEL_FILE)
+        _write_json(staging / METADATA_FILE, metadata)
+        _check_target(target, force=force)  # it may have appeared while we trained
+        return _install(staging, target)
+    except OSError as exc:
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc}; the previous contents are unchanged") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+
+
+def _install(staging: Path, target: Path) -> bool:
+    if not target.exists():
+        staging.rename(target)
+        return False
+    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    target.rename(backup)
+    try:
+        staging.rename(target)
+    except BaseException:
+        backup.rename(target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+    return True
+
+
+def _record(study: optuna.Study, target: Path, trial_number: int, test: dict[str, Any], when: str) -> None:
+    record = {"path": str(target.resolve()), "trial": trial_number, "test_accuracy": test["accuracy"], "test_loss": test["loss"], "exported_at": when}
+    try:
+        study.set_user_attr(EXPORT_ATTR, record)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StorageError(f"the export was written to {target}, but recording it in the study failed: {exc}") from None
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    import tuner
+
+    return {
+        "tuner": tuner.__version__,
+        "optuna": optuna.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,191 @@
+"""Inputs for ``predict``: images and ``.npy`` arrays turned into MNIST-style pixel rows.
+
+An image is converted the way MNIST itself was made: grayscale, the digit white on black (light
+backgrounds are inverted), fitted into a 20x20 box and placed in a 28x28 field with its centre of
+mass in the middle, scaled to [0, 1]. An array is taken as already in that form (like MNIST's own
+arrays) and only scaled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tuner.errors import InputImageError
+
+__all__ = ["IMAGE_SIDE", "InputBatch", "load_inputs", "read_image", "read_array", "mnist_style"]
+
+IMAGE_SIDE = 28
+_BOX = 20  # MNIST digits fill a 20x20 box inside the 28x28 field
+_CENTRE = 14.0  # where MNIST puts the centre of mass (row and column, pixel indices)
+_INK = 0.15  # share of the digit's contrast below which a pixel counts as paper, not ink
+_MIN_CONTRAST = 0.1  # less than this between paper and darkest stroke: there is no digit to read
+_PAPER_SIZE = 64  # background estimation works on a copy this small
+_STROKE_SHARE = 0.3  # the filter spans this share of the picture: wider than any stroke of a digit
+_WORKING_SIZE = 512  # phone photos are shrunk to this first; a digit needs far fewer pixels
+
+
+@dataclass(frozen=True, eq=False)
+class InputBatch:
+    """The rows of one input file: one name per row (``file`` or ``file[i]`` for a batch)."""
+
+    path: Path
+    names: tuple[str, ...]
+    pixels: np.ndarray  # (rows, features), float32 in [0, 1]
+
+
+def load_inputs(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) -> InputBatch:
+    """Read one image or ``.npy`` file as rows of ``input_dim`` features."""
+    path = Path(path)
+    if not path.exists():
+        raise InputImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputImageError(f"{path}: is a directory, not an image or .npy file")
+    if path.suffix.lower() == ".npy":
+        pixels = read_array(path, input_dim=input_dim)
+        names = (str(path),) if len(pixels) == 1 else tuple(f"{path}[{i}]" for i in range(len(pixels)))
+        return InputBatch(path=path, names=names, pixels=pixels)
+    if input_dim != IMAGE_SIDE * IMAGE_SIDE:
+        raise InputImageError(f"{path}: the model expects {input_dim} features, but images become {IMAGE_SIDE}x{IMAGE_SIDE} = {IMAGE_SIDE * IMAGE_SIDE}; pass a .npy array")
+    return InputBatch(path=path, names=(str(path),), pixels=read_image(path).reshape(1, -1))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A PNG/JPEG/BMP (any format Pillow reads, any size) as one 28x28 MNIST-style array."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.draft("L", (_WORKING_SIZE, _WORKING_SIZE))  # JPEG only: decode at reduced size
+            image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+            image.thumbnail((_WORKING_SIZE, _WORKING_SIZE))
+            gray = _grayscale(image)
+    except UnidentifiedImageError:
+        raise InputImageError(f"{path}: not an image (expected PNG, JPEG, BMP or a .npy array)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # Pillow reports truncated or corrupt files with any of these.
+        raise InputImageError(f"{path}: cannot read the image ({exc})") from None
+    try:
+        return mnist_style(gray)
+    except InputImageError as exc:
+        raise InputImageError(f"{path}: {exc}") from None
+
+
+def _grayscale(image) -> np.ndarray:
+    from PIL import Image
+
+    if "A" in image.getbands() or "transparency" in image.info:
+        # Transparent areas are paper: put the drawing on white before dropping colour.
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def mnist_style(gray: np.ndarray) -> np.ndarray:
+    """A grayscale array in [0, 1] of any size as a 28x28 MNIST digit: white ink on black, centred."""
+    from PIL import Image
+
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if float(np.median(border)) > 0.5:  # dark ink on light paper: MNIST has it the other way round
+        gray = 1.0 - gray
+    ink = np.clip(gray - _paper(gray), 0.0, None)
+    peak = float(ink.max())
+    if peak < _MIN_CONTRAST:
+        raise InputImageError("no digit found (the image is almost uniform)")
+    ink /= peak
+    ink[ink < _INK] = 0.0
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+    height, width = crop.shape
+    scale = _BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(np.round(crop * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    patch = np.asarray(resized, dtype=np.float32)
+    patch /= patch.max()
+
+    ys, xs = np.indices(patch.shape)
+    total = patch.sum()
+    top = _place(_CENTRE - float((ys * patch).sum() / total), patch.shape[0])
+    left = _place(_CENTRE - float((xs * patch).sum() / total), patch.shape[1])
+    field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    field[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+    return field
+
+
+def _paper(gray: np.ndarray) -> np.ndarray:
+    """The paper's brightness under the ink, which uneven light makes vary across a photo.
+
+    A grey-scale opening (minimum, then maximum filter) wider than any pen stroke removes the
+    strokes and keeps the slowly varying background. It runs on a small copy for speed.
+    """
+    from PIL import Image, ImageFilter
+
+    image = Image.fromarray(np.round(gray * 255).astype(np.uint8))
+    small = image.copy()
+    small.thumbnail((_PAPER_SIZE, _PAPER_SIZE), Image.Resampling.BOX)
+    size = max(3, round(min(small.size) * _STROKE_SHARE) | 1)
+    opened = small.filter(ImageFilter.MinFilter(size)).filter(ImageFilter.MaxFilter(size))
+    paper = opened.filter(ImageFilter.BoxBlur(size // 2)).resize(image.size, Image.Resampling.BILINEAR)
+    return np.asarray(paper, dtype=np.float32) / 255.0
+
+
+def _place(offset: float, length: int) -> int:
+    return int(min(max(round(offset), 0), IMAGE_SIDE - length))
+
+
+def read_array(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) -> np.ndarray:
+    """A ``.npy`` of one sample or a batch, as (rows, input_dim) float32 in [0, 1].
+
+    Accepted: one sample as (input_dim,) or (28, 28); a batch as (N, input_dim), (N, 28, 28) or
+    (N, 28, 28, 1). Values in [0, 1] are kept, values in [0, 255] are divided by 255.
+    """
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputImageError(f"{path}: not a readable .npy array ({_first_line(exc)})") from None
+    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputImageError(f"{path}: expected a numeric array, got {getattr(array, 'dtype', type(array).__name__)}")
+    rows = _as_rows(array, input_dim)
+    if rows is None:
+        side = int(round(input_dim**0.5))
+        square = f", ({side}, {side}), (N, {side}, {side})" if side * side == input_dim else ""
+        raise InputImageError(f"{path}: array of shape {array.shape} is not one sample or a batch (expected ({input_dim},), (N, {input_dim}){square})")
+    if rows.shape[0] == 0:
+        raise InputImageError(f"{path}: the array holds no samples")
+    return _scaled(rows, path)
+
+
+def _as_rows(array: np.ndarray, input_dim: int) -> np.ndarray | None:
+    shape = array.shape
+    if array.ndim >= 2 and shape[-1] == 1 and int(np.prod(shape[-3:-1])) == input_dim:
+        array, shape = array[..., 0], shape[:-1]  # a trailing channel axis, as in (N, 28, 28, 1)
+    if shape == (input_dim,):
+        return array.reshape(1, input_dim)
+    if len(shape) == 2 and shape[0] * shape[1] == input_dim and shape[0] == shape[1]:
+        return array.reshape(1, input_dim)
+    if len(shape) == 2 and shape[1] == input_dim:
+        return array
+    if len(shape) == 3 and shape[1] == shape[2] and shape[1] * shape[2] == input_dim:
+        return array.reshape(shape[0], input_dim)
+    return None
+
+
+def _scaled(rows: np.ndarray, path: Path) -> np.ndarray:
+    values = rows.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InputImageError(f"{path}: the array holds NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 255:
+        raise InputImageError(f"{path}: values must lie in [0, 1] or [0, 255], got [{low:g}, {high:g}]")
+    integer = np.issubdtype(rows.dtype, np.integer)
+    return (values / (255.0 if integer or high > 1.0 else 1.0)).astype(np.float32)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
