@@ -24,6 +24,10 @@ class TunerError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str) -> None:
+        # User input (keys, names, paths) ends up in messages: control characters would break the one line.
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message)))
+
 
 class ConfigError(TunerError):
     """A study file, CLI option or environment value is invalid."""
