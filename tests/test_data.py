@@ -96,7 +96,7 @@ def test_not_an_npz(tmp_path):
 def test_missing_path_and_wrong_kind_of_file(tmp_path):
     with pytest.raises(DataError, match="data path not found"):
         _load(tmp_path / "nowhere")
-    other = tmp_path / "data.csv"
+    other = tmp_path / "data.txt"
     other.write_text("1,2")
     with pytest.raises(DataError, match="directory of IDX files or an .npz"):
         _load(other)

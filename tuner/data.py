@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from tuner.errors import DataError
+from tuner.userdata import DataOptions, is_image_folder, read_csv_dataset, read_image_folder_dataset
 
-__all__ = ["TuningData", "FinalData", "load_tuning_data", "load_final_data", "read_idx", "describe_source"]
+__all__ = ["TuningData", "FinalData", "DataOptions", "load_tuning_data", "load_final_data", "read_idx", "describe_source"]
 
 _IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -39,6 +40,9 @@ class TuningData:
     n_classes: int
     checksum: str
     source: str
+    class_names: tuple[str, ...] | None = None  # for users' own data; MNIST-style labels are their own names
+    feature_mean: np.ndarray | None = None  # CSV features are standardised with these (training part only)
+    feature_std: np.ndarray | None = None
 
     @property
     def input_dim(self) -> int:
@@ -58,30 +62,48 @@ def describe_source(*, dataset: str, data_path: str | None) -> str:
     return str(Path(data_path).resolve()) if data_path else f"keras.datasets.{dataset}"
 
 
-def load_tuning_data(*, dataset: str, data_path: str | None, validation_fraction: float, split_seed: int) -> TuningData:
+def load_tuning_data(
+    *, dataset: str, data_path: str | None, validation_fraction: float, split_seed: int, options: DataOptions | None = None
+) -> TuningData:
     """Train/validation split, cached per process so every trial reuses the same arrays."""
-    return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed).tuning
+    return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed, options or DataOptions()).tuning
 
 
-def load_final_data(*, dataset: str, data_path: str | None, validation_fraction: float, split_seed: int) -> FinalData:
-    return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed)
+def load_final_data(
+    *, dataset: str, data_path: str | None, validation_fraction: float, split_seed: int, options: DataOptions | None = None
+) -> FinalData:
+    return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed, options or DataOptions())
 
 
 @lru_cache(maxsize=2)
-def _load(dataset: str, data_path: str | None, validation_fraction: float, split_seed: int) -> FinalData:
-    if data_path:
-        arrays = _read_path(Path(data_path))
-    else:
+def _load(dataset: str, data_path: str | None, validation_fraction: float, split_seed: int, options: DataOptions) -> FinalData:
+    source = describe_source(dataset=dataset, data_path=data_path)
+    class_names: tuple[str, ...] | None = None
+    tabular = False
+    if not data_path:
         arrays = _download(dataset)
-    x_train, y_train, x_test, y_test = _validate(arrays, describe_source(dataset=dataset, data_path=data_path))
+    elif _is_csv(Path(data_path)):
+        *arrays, class_names = read_csv_dataset(Path(data_path), options)
+        tabular = True
+    elif is_image_folder(Path(data_path)):
+        *arrays, class_names = read_image_folder_dataset(Path(data_path), options)
+    else:
+        arrays = _read_path(Path(data_path))
+    x_train, y_train, x_test, y_test = _validate(tuple(arrays), source, tabular=tabular)
     checksum = _checksum(x_train, y_train, x_test, y_test)
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    n_classes = len(class_names) if class_names else int(max(y_train.max(), y_test.max())) + 1
 
     order = np.random.default_rng(split_seed).permutation(len(x_train))
     n_val = max(1, int(round(len(x_train) * validation_fraction)))
     if n_val >= len(x_train):
         raise DataError(f"validation_fraction {validation_fraction} leaves no training samples out of {len(x_train)}")
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    mean = std = None
+    if tabular:
+        # Standardise with statistics of the training part alone; they are kept for the exported model.
+        mean = x_train[train_idx].mean(axis=0)
+        std = np.where((spread := x_train[train_idx].std(axis=0)) > 1e-12, spread, 1.0).astype(np.float32)
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     tuning = TuningData(
         x_train=_frozen(x_train[train_idx]),
         y_train=_frozen(y_train[train_idx]),
@@ -89,9 +111,16 @@ def _load(dataset: str, data_path: str | None, validation_fraction: float, split
         y_val=_frozen(y_train[val_idx]),
         n_classes=n_classes,
         checksum=checksum,
-        source=describe_source(dataset=dataset, data_path=data_path),
+        source=source,
+        class_names=class_names,
+        feature_mean=None if mean is None else _frozen(mean.astype(np.float32)),
+        feature_std=None if std is None else _frozen(std),
     )
     return FinalData(tuning=tuning, x_test=_frozen(x_test), y_test=_frozen(y_test))
+
+
+def _is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv" or (path.is_dir() and (path / "train.csv").is_file())
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -170,7 +199,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(shape)
 
 
-def _validate(arrays: tuple[np.ndarray, ...], source: str) -> tuple[np.ndarray, ...]:
+def _validate(arrays: tuple[np.ndarray, ...], source: str, *, tabular: bool = False) -> tuple[np.ndarray, ...]:
     x_train, y_train, x_test, y_test = (np.asarray(a) for a in arrays)
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.ndim < 2 or x.shape[0] == 0:
@@ -189,6 +218,8 @@ def _validate(arrays: tuple[np.ndarray, ...], source: str) -> tuple[np.ndarray, 
         raise DataError(f"{source}: train samples have shape {x_train.shape[1:]} but test samples {x_test.shape[1:]}")
     if int(max(y_train.max(), y_test.max())) >= 1000:
         raise DataError(f"{source}: labels must be class indices below 1000, got {int(max(y_train.max(), y_test.max()))}")
+    if tabular:
+        return x_train.astype(np.float32), y_train.astype(np.int32), x_test.astype(np.float32), y_test.astype(np.int32)
     return _scale(x_train, source, "x_train"), y_train.astype(np.int32), _scale(x_test, source, "x_test"), y_test.astype(np.int32)
 
 

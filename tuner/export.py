@@ -28,6 +28,7 @@ from tuner.data import FinalData, load_final_data
 from tuner.errors import ExportError, StorageError, StudyNotFoundError
 from tuner.predict import MODEL_FILE
 from tuner.storage import describe_storage, load_study, mask_url
+from tuner.userdata import data_options_from
 from tuner.studyfile import TrainingSpec
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def export_best(
         data_path=data_path or provenance.get("data_path"),
         validation_fraction=provenance["validation_fraction"],
         split_seed=provenance["split_seed"],
+        options=data_options_from(provenance),
     )
     seed = int(provenance.get("seed", 0)) + trial.number  # the seed the trial itself trained with
     x_fit, y_fit = _fit_data(final, refit_full)
@@ -177,6 +179,10 @@ def export_best(
             "split_seed": provenance["split_seed"],
             "input_dim": final.tuning.input_dim,
             "n_classes": final.tuning.n_classes,
+            # Users' own data: what class index i means, and how CSV features were standardised.
+            "class_names": list(final.tuning.class_names) if final.tuning.class_names else None,
+            "feature_mean": None if final.tuning.feature_mean is None else final.tuning.feature_mean.tolist(),
+            "feature_std": None if final.tuning.feature_std is None else final.tuning.feature_std.tolist(),
         },
         "versions": _versions(),
         "started_at": started_at,

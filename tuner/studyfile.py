@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, Union
 
 from tuner.errors import ConfigError
+from tuner.userdata import DataOptions
 
 __all__ = [
     "IntRange",
@@ -135,6 +136,10 @@ class StudySpec:
     dataset: str = "mnist"
     validation_fraction: float = 1 / 6
     split_seed: int = 0
+    label_column: str = "label"  # users' own data: the CSV column holding the class
+    image_size: tuple[int, int] = (28, 28)  # users' own data: image folders are resized to this
+    color: bool = False
+    test_fraction: float = 0.2  # users' own data without a separate test set
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
@@ -143,6 +148,10 @@ class StudySpec:
         default_factory=lambda: MappingProxyType({k: Fixed(r.default) for k, r in PARAMETERS.items()})
     )
     source: str = "<defaults>"
+
+    @property
+    def data_options(self) -> DataOptions:
+        return DataOptions(label_column=self.label_column, image_size=self.image_size, color=self.color, test_fraction=self.test_fraction, split_seed=self.split_seed)
 
     @property
     def max_epochs(self) -> int:
@@ -187,7 +196,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     space = check.table(document, "space")
 
     check.keys(study, "study", {"name", "baselines"})
-    check.keys(data, "data", {"dataset", "validation_fraction", "split_seed"})
+    check.keys(data, "data", {"dataset", "validation_fraction", "split_seed", "label_column", "image_size", "color", "test_fraction"})
     check.keys(sampler, "sampler", {"kind", "seed", "n_startup_trials"})
     check.keys(pruner, "pruner", set(PrunerSpec.__dataclass_fields__))
     check.keys(training, "training", set(TrainingSpec.__dataclass_fields__))
@@ -221,12 +230,26 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     if not 0.0 < fraction < 1.0:
         check.fail("data.validation_fraction", f"must be between 0 and 1 (exclusive), got {fraction}")
 
+    test_fraction = check.number(data, "data", "test_fraction", 0.2)
+    if not 0.0 < test_fraction < 1.0:
+        check.fail("data.test_fraction", f"must be between 0 and 1 (exclusive), got {test_fraction}")
+    image_size = check.value(data, "data", "image_size", list, [28, 28])
+    if len(image_size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024 for v in image_size):
+        check.fail("data.image_size", f"must be [width, height] with whole numbers from 1 to 1024, got {image_size!r}")
+    label_column = check.value(data, "data", "label_column", str, "label")
+    if not label_column.strip():
+        check.fail("data.label_column", "must not be empty")
+
     params = {key: check.param(key, space[key]) if key in space else Fixed(rule.default) for key, rule in PARAMETERS.items()}
     return StudySpec(
         name=name,
         dataset=check.one_of(data, "data", "dataset", DATASETS, "mnist"),
         validation_fraction=float(fraction),
         split_seed=check.integer(data, "data", "split_seed", 0, minimum=0),
+        label_column=label_column,
+        image_size=(image_size[0], image_size[1]),
+        color=check.value(data, "data", "color", bool, False),
+        test_fraction=float(test_fraction),
         sampler=sampler_spec,
         pruner=pruner_spec,
         training=training_spec,
