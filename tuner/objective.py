@@ -40,7 +40,7 @@ class Objective:
     def _train(self, trial: optuna.Trial) -> float:
         import keras
 
-        from tuner.training import EpochMonitor
+        from tuner.training import EpochMonitor, measure_latency_ms
 
         keras.backend.clear_session(free_memory=True)
         keras.utils.set_random_seed(self.seed + trial.number)
@@ -66,4 +66,6 @@ class Objective:
             monitor.record(trial, time.perf_counter() - started)
         if monitor.best_loss is None:
             raise TrialError("training ended before the first epoch finished")
+        # Cost of the trained model, for the accuracy-against-cost front (pruned trials never get here).
+        trial.set_user_attr("latency_ms", round(measure_latency_ms(model, self.data.x_val), 6))
         return monitor.best_loss

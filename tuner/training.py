@@ -10,7 +10,7 @@ import optuna
 
 from tuner.errors import TrialError
 
-__all__ = ["EpochMonitor", "OBJECTIVE_METRIC", "configure_threads"]
+__all__ = ["EpochMonitor", "OBJECTIVE_METRIC", "configure_threads", "measure_latency_ms"]
 
 OBJECTIVE_METRIC = "val_xent"  # validation cross-entropy, without the L2 penalty
 
@@ -72,3 +72,17 @@ def configure_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
     except RuntimeError:
         pass  # TensorFlow already started in this process; its pools keep their size
+
+
+def measure_latency_ms(model: keras.Model, x, *, batch: int = 256, repeats: int = 5) -> float:
+    """CPU inference time per sample, in milliseconds: best of ``repeats`` forward passes over one batch."""
+    import time
+
+    sample = x[:batch]
+    model(sample, training=False)  # warm-up: first call builds and allocates
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model(sample, training=False)
+        best = min(best, time.perf_counter() - started)
+    return 1000.0 * best / len(sample)

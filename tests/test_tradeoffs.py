@@ -1,0 +1,90 @@
+"""Accuracy against cost, knowing when to stop, and warm starts (library level)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from tuner.convergence import estimate_convergence
+from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.pareto import best_within_budget, pareto_front
+from tuner.studyfile import Choice, Fixed, FloatRange, IntRange
+from tuner.warmstart import enqueue_warm_start, warm_start_params
+
+DISTRIBUTIONS = {"units": IntDistribution(8, 2048, log=True), "optimizer": CategoricalDistribution(["sgd", "adam"]), "learning_rate": FloatDistribution(1e-5, 1.0, log=True)}
+
+
+def _trial(value, n_params, latency, units=64, optimizer="adam", lr=1e-3, state=TrialState.COMPLETE):
+    return create_trial(
+        state=state,
+        value=value if state == TrialState.COMPLETE else None,
+        params={"units": units, "optimizer": optimizer, "learning_rate": lr},
+        distributions=DISTRIBUTIONS,
+        user_attrs={"n_params": n_params, "latency_ms": latency, "val_accuracy": 1 - value if value else None},
+    )
+
+
+def _study(trials, name="s", storage=None):
+    study = optuna.create_study(study_name=name, storage=storage)
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def test_pareto_front_keeps_only_undominated_trials():
+    study = _study(
+        [
+            _trial(0.05, 500_000, 0.020),  # most accurate
+            _trial(0.08, 100_000, 0.005),  # cheaper
+            _trial(0.09, 200_000, 0.010),  # dominated by the one above
+            _trial(0.30, 7_850, 0.001),  # softmax regression: cheapest
+            _trial(None, 10, 0.0001, state=TrialState.PRUNED),  # pruned trials are not candidates
+        ]
+    )
+    assert [p.number for p in pareto_front(study)] == [0, 1, 3]
+    assert [p.number for p in pareto_front(study, objectives=["val_loss", "params"])] == [0, 1, 3]
+    assert [p.number for p in pareto_front(study, objectives=["val_loss"])] == [0]
+    with pytest.raises(ConfigError, match="unknown objectives"):
+        pareto_front(study, objectives=["flops"])
+    with pytest.raises(StudyNotFoundError, match="no completed trial"):
+        pareto_front(_study([]))
+
+
+def test_best_within_budget_picks_the_most_accurate_model_that_fits():
+    study = _study([_trial(0.05, 500_000, 0.020), _trial(0.08, 100_000, 0.005), _trial(0.30, 7_850, 0.001)])
+    assert best_within_budget(study).number == 0
+    assert best_within_budget(study, max_params=200_000).number == 1
+    assert best_within_budget(study, max_latency_ms=0.002).number == 2
+    with pytest.raises(StudyNotFoundError, match="fits the budget"):
+        best_within_budget(study, max_params=1000)
+
+
+def test_convergence_needs_history_then_reports_the_recent_gain():
+    improving = _study([_trial(1.0 / (i + 1), 1, 1) for i in range(40)])
+    estimate = estimate_convergence(improving, window=10)
+    assert not estimate.converged and estimate.recent_gain == pytest.approx(1 / 30 - 1 / 40)
+    flat = _study([_trial(0.5 if i < 5 else 0.1, 1, 1) for i in range(40)])
+    assert estimate_convergence(flat, window=10).converged and estimate_convergence(flat, window=10).recent_gain == 0
+    assert estimate_convergence(_study([_trial(0.1, 1, 1)] * 5), window=10).recent_gain is None
+
+
+def test_warm_start_params_fit_the_new_space():
+    space = {"units": IntRange(16, 256, log=True), "optimizer": Choice(("adam", "rmsprop")), "learning_rate": Fixed(0.01), "dropout": FloatRange(0.0, 0.5)}
+    assert warm_start_params({"units": 1024, "optimizer": "adam", "learning_rate": 0.5, "l2": 1e-4}, space) == {"units": 256, "optimizer": "adam"}
+    assert warm_start_params({"units": 8, "optimizer": "sgd"}, space) == {"units": 16}
+
+
+def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    _study([_trial(0.3, 1, 1, units=32), _trial(0.1, 1, 1, units=512), _trial(0.2, 1, 1, units=128, optimizer="sgd")], name="old", storage=url)
+    new = optuna.create_study(study_name="new", storage=url)
+    space = {"units": IntRange(16, 256, log=True), "optimizer": Choice(("adam", "sgd")), "learning_rate": FloatRange(1e-4, 0.1, log=True)}
+    result = enqueue_warm_start(study=new, space=space, source_storage_url=url, source_study_name="old", top_k=2)
+    assert result.source_trials == (1, 2) and result.enqueued == 2
+    waiting = new.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["warm_start_from"] for t in waiting] == ["old#1", "old#2"]
+    assert waiting[0].system_attrs["fixed_params"] == {"units": 256, "optimizer": "adam", "learning_rate": 1e-3}
+    with pytest.raises(StudyNotFoundError):
+        enqueue_warm_start(study=new, space=space, source_storage_url=url, source_study_name="missing", top_k=2)
