@@ -44,6 +44,10 @@ _EXPORTS = {
     "load_exported_model": "tuner.predict",
     "load_inputs": "tuner.images",
     "mnist_style": "tuner.images",
+    "build_report": "tuner.report",
+    "ReportResult": "tuner.report",
+    "prepare_dashboard": "tuner.dashboard",
+    "Dashboard": "tuner.dashboard",
 }
 
 __all__ = ["__version__", *_EXPORTS]

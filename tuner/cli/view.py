@@ -1,0 +1,48 @@
+"""``tuner dashboard`` and ``tuner report``: look at a study instead of reading it."""
+
+from __future__ import annotations
+
+import click
+
+from tuner.cli import main
+from tuner.cli.options import storage_option
+
+# The shared --study defaults to the study file's name; a report reads an existing storage instead.
+report_study_option = click.option("--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the storage's only study].")
+
+
+@main.command()
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="TUNER_DASHBOARD_HOST", help="Address to listen on; 0.0.0.0 exposes the dashboard to your network [env TUNER_DASHBOARD_HOST].")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), envvar="TUNER_DASHBOARD_PORT", help="Port to listen on; 0 picks a free one [env TUNER_DASHBOARD_PORT].")
+@click.option("-v", "--verbose", is_flag=True, help="Log every HTTP request.")
+def dashboard(storage, host, port, verbose) -> None:
+    """Serve optuna-dashboard on the study storage (safe while 'tuner run' writes to it)."""
+    from tuner.dashboard import prepare_dashboard
+    from tuner.storage import DEFAULT_STORAGE
+
+    server = prepare_dashboard(storage_url=storage or DEFAULT_STORAGE, host=host, port=port, log_requests=verbose)
+    studies = "1 study" if len(server.studies) == 1 else f"{len(server.studies)} studies"
+    click.echo(f"optuna-dashboard for {server.storage} ({studies}: {', '.join(server.studies)})")
+    click.echo(f"open {server.url}   (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("dashboard stopped", err=True)
+
+
+@main.command()
+@report_study_option
+@storage_option
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), default="report.html", show_default=True, envvar="TUNER_REPORT", help="HTML file to write [env TUNER_REPORT].")
+def report(study_name, storage, out) -> None:
+    """Write one self-contained HTML file of plotly figures about a study (opens offline)."""
+    from tuner.report import build_report
+    from tuner.storage import DEFAULT_STORAGE
+
+    result = build_report(storage_url=storage or DEFAULT_STORAGE, study_name=study_name, out=out)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    accuracy = f"; final model test accuracy {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""
+    click.echo(f"study {result.study_name} ({result.counts_text}): {len(result.figures)} figures{accuracy}")
+    click.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB); open {result.path.as_uri()}")
