@@ -1,0 +1,267 @@
+"""``tuner report``: one offline HTML file, on a real run and on the edge cases of a study's life."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import plotly.offline
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from tests.conftest import invoke
+from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.report import TOP_TRIALS, build_report
+from tuner.storage import load_study
+
+# The parts of tuner's search space the report cares about; units only exists with hidden layers.
+DISTRIBUTIONS = {
+    "n_layers": IntDistribution(0, 2),
+    "units": IntDistribution(16, 64, log=True),
+    "dropout": FloatDistribution(0.0, 0.4),
+    "learning_rate": FloatDistribution(1e-4, 0.3, log=True),
+    "optimizer": CategoricalDistribution(["sgd", "adam"]),
+}
+HISTORY_TITLE = "Optimization history (best so far)"
+CURVES_TITLE = "Validation loss per epoch (pruning curves)"
+
+
+def make_study(url: str, *, complete: int = 0, pruned: int = 0, failed: int = 0, running: int = 0, name: str = "synthetic", seed: int = 0) -> optuna.Study:
+    """A study as ``tuner run`` leaves it, written straight through Optuna (no training needed)."""
+    rng = random.Random(seed)
+    study = optuna.create_study(study_name=name, storage=url, direction="minimize")
+    states = [TrialState.COMPLETE] * complete + [TrialState.PRUNED] * pruned + [TrialState.FAIL] * failed + [TrialState.RUNNING] * running
+    for state in states:
+        params = {"n_layers": rng.randint(0, 2), "learning_rate": 10 ** rng.uniform(-4, -0.6), "optimizer": rng.choice(["sgd", "adam"])}
+        if params["n_layers"]:
+            params.update(units=rng.randint(16, 64), dropout=rng.uniform(0, 0.4))
+        epochs = {TrialState.COMPLETE: 3, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 1}[state]
+        curve = {step: rng.uniform(0.3, 2.5) / step for step in range(1, epochs + 1)}
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                params=params,
+                distributions={name: DISTRIBUTIONS[name] for name in params},
+                value=min(curve.values()) if state == TrialState.COMPLETE else None,
+                intermediate_values=curve,
+                user_attrs={"val_accuracy": rng.uniform(0.5, 0.95)} if state == TrialState.COMPLETE else {},
+            )
+        )
+    return study
+
+
+def top_table_trial_numbers(page: str) -> list[int]:
+    table = re.search(r'<table class="trials">.*?</table>', page, re.S)
+    assert table, "no top-trials table"
+    return [int(number) for number in re.findall(r"<tr><td>(\d+)", table.group(0))]
+
+
+def write_export(study: optuna.Study, directory: Path, model_json: object | None, record: object = "default") -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    if model_json is not None:
+        (directory / "model.json").write_text(model_json if isinstance(model_json, str) else json.dumps(model_json))
+    if record == "default":
+        record = {"path": str(directory), "trial": study.best_trial.number, "test_accuracy": 0.9123}
+    study.set_user_attr("export", record)
+
+
+def confusion(n: int = 10) -> list[list[int]]:
+    return [[50 if i == j else (i + j) % 3 for j in range(n)] for i in range(n)]
+
+
+HISTORY = [{"epoch": 1, "loss": 0.9, "accuracy": 0.71}, {"epoch": 2, "loss": 0.5, "accuracy": 0.85}, {"epoch": 3, "loss": 0.4, "accuracy": 0.88}]
+
+
+def test_report_of_a_tuner_run(trained_study, tmp_path):
+    url, name = trained_study
+    result = build_report(storage_url=url, out=tmp_path / "report.html")
+    study = load_study(url, name)
+    page = result.path.read_text()
+
+    assert result.study_name == name and result.path == (tmp_path / "report.html").resolve()
+    assert {k: v for k, v in result.counts.items() if v} == dict(Counter(t.state.name for t in study.trials))
+    assert plotly.offline.get_plotlyjs() in page, "plotly.js must be embedded for offline use"
+    assert not re.search(r"<script[^>]+src=", page), "the report must not load scripts from the network"
+    assert page.count('class="plotly-graph-div"') == len(result.figures)
+    for title in ("Trials by state", CURVES_TITLE, HISTORY_TITLE, "Parameter importances", "Parallel coordinates", "Slice plots"):
+        assert title in result.figures
+    assert top_table_trial_numbers(page)[0] == study.best_trial.number
+    assert not result.has_export and any(note.startswith("Final model: no final model yet") for note in result.notes)
+
+
+@pytest.mark.slow
+def test_report_of_a_real_export(trained_study, tmp_path):
+    """The contract with 'tuner export-best': its study attribute and model.json, as it writes them."""
+    from tuner.export import export_best
+
+    url, name = trained_study
+    copy = tmp_path / "copy.db"  # exporting writes a study attribute; the shared study stays untouched
+    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    exported = export_best(storage_url=f"sqlite:///{copy}", out=tmp_path / "model")
+    result = build_report(storage_url=f"sqlite:///{copy}", out=tmp_path / "report.html")
+
+    assert result.has_export and result.test_accuracy == pytest.approx(exported.test_accuracy)
+    assert result.figures[-2:] == ("Confusion matrix (test set)", "Final model training curves")
+    assert not [note for note in result.notes if note.startswith(("Final model", "Confusion"))]
+    assert f"Test accuracy <b>{exported.test_accuracy:.4f}</b>" in result.path.read_text()
+
+
+def test_pruned_failed_and_running_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = make_study(url, complete=14, pruned=5, failed=2, running=1)
+    result = build_report(storage_url=url, out=tmp_path / "report.html")
+    page = result.path.read_text()
+
+    assert {k: v for k, v in result.counts.items() if v} == {"COMPLETE": 14, "PRUNED": 5, "FAIL": 2, "RUNNING": 1}
+    assert result.figures == (
+        "Trials by state",
+        CURVES_TITLE,
+        HISTORY_TITLE,
+        "Parameter importances",
+        "Parallel coordinates",
+        "Slice plots",
+        "Contour: learning_rate vs units",
+    )
+    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    assert top_table_trial_numbers(page) == [t.number for t in complete[:TOP_TRIALS]]
+    assert f"Top {TOP_TRIALS} trials" in page
+
+
+def test_no_completed_trial_gives_a_message_not_empty_plots(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    make_study(url, pruned=3, failed=1)
+    result = build_report(storage_url=url, out=tmp_path / "report.html")
+    page = result.path.read_text()
+
+    assert result.figures == ("Trials by state", CURVES_TITLE)  # pruned trials still have curves worth seeing
+    assert "Search results: no completed trial yet (3 pruned, 1 failed)" in " ".join(result.notes)
+    assert "no completed trial yet (3 pruned, 1 failed)" in page
+    assert HISTORY_TITLE not in page and '<table class="trials">' not in page
+
+
+def test_only_failed_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    make_study(url, failed=2)
+    result = build_report(storage_url=url, out=tmp_path / "report.html")
+    assert result.figures == ("Trials by state",)
+    assert any(note.startswith(CURVES_TITLE) for note in result.notes)
+
+
+def test_study_without_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    make_study(url)
+    result = build_report(storage_url=url, out=tmp_path / "report.html")
+    assert result.figures == () and result.n_trials == 0
+    assert "the study holds no trial yet" in result.path.read_text()
+
+
+def test_a_single_completed_trial(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    make_study(url, complete=1, pruned=1)
+    result = build_report(storage_url=url, out=tmp_path / "report.html")
+    assert HISTORY_TITLE in result.figures and "Parameter importances" not in result.figures
+    assert "Parameter importances: needs at least two completed trials" in result.notes
+    assert any(note.startswith("Contour: learning_rate vs units: needs two completed trials") for note in result.notes)
+    assert top_table_trial_numbers(result.path.read_text()) == [0]
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": HISTORY},
+        {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": HISTORY}},
+    ],
+    ids=["flat", "nested"],
+)
+def test_final_model_section(tmp_path, layout):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = make_study(url, complete=4)
+    write_export(study, tmp_path / "model", layout)
+    result = build_report(storage_url=url, out=tmp_path / "report.html")
+    page = result.path.read_text()
+
+    assert result.has_export and result.test_accuracy == pytest.approx(0.9801)  # model.json wins over the study attr
+    assert result.figures[-2:] == ("Confusion matrix (test set)", "Final model training curves")
+    assert "Test accuracy <b>0.9801</b>" in page
+    assert not any(note.startswith("Final model") or note.startswith("Confusion") for note in result.notes)
+
+
+@pytest.mark.parametrize(
+    ("model_json", "record", "expected_note", "expected_accuracy"),
+    [
+        (None, None, "Final model: no final model yet", None),
+        (None, "not a dict", "Final model: the study's export record is unreadable", None),
+        (None, "default", "model.json is missing", 0.9123),
+        ("{not json", "default", "model.json is unreadable", 0.9123),
+        ([1, 2, 3], "default", "model.json does not hold a JSON object", 0.9123),
+        ({"confusion_matrix": [[1, 2], [3]], "history": HISTORY}, "default", "Confusion matrix (test set): model.json holds no square numeric", 0.9123),
+        ({"test_accuracy": "high", "confusion_matrix": confusion(), "history": "none"}, "default", "Final model training curves: model.json holds no per-epoch", 0.9123),
+    ],
+    ids=["no-export", "bad-record", "no-model-json", "bad-json", "json-list", "ragged-matrix", "bad-history"],
+)
+def test_damaged_exports_are_reported_not_fatal(tmp_path, model_json, record, expected_note, expected_accuracy):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = make_study(url, complete=3)
+    if record is not None:
+        write_export(study, tmp_path / "model", model_json, record)
+    result = build_report(storage_url=url, out=tmp_path / "report.html")
+
+    assert any(expected_note in note for note in result.notes), result.notes
+    assert result.test_accuracy == expected_accuracy
+    assert HISTORY_TITLE in result.figures  # the search part of the report is unaffected
+
+
+def test_missing_storage_is_an_error_and_creates_nothing(tmp_path):
+    database, out = tmp_path / "absent.db", tmp_path / "report.html"
+    with pytest.raises(StudyNotFoundError, match="no study database"):
+        build_report(storage_url=f"sqlite:///{database}", out=out)
+    assert not database.exists() and not out.exists()
+
+
+def test_several_studies_need_a_name(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    make_study(url, complete=2, name="a")
+    make_study(url, pruned=2, name="b")
+    with pytest.raises(StudyNotFoundError, match="holds 2 studies"):
+        build_report(storage_url=url, out=tmp_path / "report.html")
+    assert build_report(storage_url=url, study_name="b", out=tmp_path / "b.html").counts["PRUNED"] == 2
+
+
+def test_unwritable_output_is_a_config_error(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    make_study(url, complete=2)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot write the report"):
+        build_report(storage_url=url, out=tmp_path / "file" / "report.html")
+
+
+def test_multi_objective_study_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="two", storage=url, directions=["minimize", "maximize"])
+    with pytest.raises(ConfigError, match="2 objectives"):
+        build_report(storage_url=url, out=tmp_path / "report.html")
+
+
+def test_cli_report(cli, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    make_study(url, complete=5, pruned=2)
+    out = tmp_path / "out" / "report.html"
+    result = invoke(cli, "report", "--storage", url, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.stdout and "7 figures" in result.stdout
+    assert "note: Final model: no final model yet" in result.stderr
+    assert out.read_text().count('class="plotly-graph-div"') == 7
+
+
+def test_cli_report_without_storage(cli, tmp_path):
+    result = invoke(cli, "report", "--storage", f"sqlite:///{tmp_path / 'absent.db'}", "--out", tmp_path / "r.html")
+    assert result.exit_code == StudyNotFoundError.exit_code
+    assert result.stderr.startswith("Error: no study database at")
