@@ -28,6 +28,12 @@ class RunConfig:
     seed: int
     baselines: bool
     threads: int | None = None
+    workers: int = 1
+    # A killed worker's trial is failed and retried once its heartbeat is older than the grace period.
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    # How long a worker keeps retrying a database that stopped answering before it gives up.
+    reconnect_timeout: float = 300.0
 
 
 def resolve_study_file(study_file: str | Path | None) -> StudySpec:
@@ -49,6 +55,10 @@ def resolve_run_config(
     seed: int | None = None,
     baselines: bool | None = None,
     threads: int | None = None,
+    workers: int | None = None,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    reconnect_timeout: float | None = None,
 ) -> RunConfig:
     spec = resolve_study_file(study_file)
     if n_trials is not None and n_trials < 1:
@@ -59,6 +69,16 @@ def resolve_run_config(
         raise ConfigError(f"--seed must be at least 0, got {seed}")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    heartbeat = RunConfig.heartbeat_interval if heartbeat_interval is None else heartbeat_interval
+    grace = max(RunConfig.grace_period, 3 * heartbeat) if grace_period is None else grace_period
+    if heartbeat < 1:
+        raise ConfigError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    if grace <= heartbeat:
+        raise ConfigError(f"--grace-period ({grace} s) must be longer than --heartbeat ({heartbeat} s), or live trials look dead")
+    if reconnect_timeout is not None and reconnect_timeout < 0:
+        raise ConfigError(f"--reconnect-timeout must be at least 0, got {reconnect_timeout}")
     name = spec.name if study_name is None else study_name
     if not name.strip() or len(name) > 200 or any(ord(c) < 32 for c in name):
         raise ConfigError(f"--study must be 1 to 200 printable characters, got {name!r}")
@@ -76,4 +96,8 @@ def resolve_run_config(
         seed=spec.sampler.seed,
         baselines=spec.baselines if baselines is None else baselines,
         threads=threads,
+        workers=1 if workers is None else workers,
+        heartbeat_interval=heartbeat,
+        grace_period=grace,
+        reconnect_timeout=RunConfig.reconnect_timeout if reconnect_timeout is None else reconnect_timeout,
     )

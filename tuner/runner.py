@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+
+import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import RunConfig
-from tuner.data import load_tuning_data
+from tuner.data import TuningData, load_tuning_data
+from tuner.errors import StorageError
 from tuner.search import baseline_params, make_pruner, make_sampler
-from tuner.storage import describe_storage, open_storage
+from tuner.storage import StudyLock, describe_storage, first_line, is_connection_error, open_storage, storage_location
+from tuner.studyfile import SamplerSpec
 
-__all__ = ["TrialOutcome", "RunStart", "RunResult", "run_study", "FINISHED_STATES"]
+__all__ = ["TrialOutcome", "RunStart", "RunResult", "Tally", "PreparedStudy", "prepare_study", "run_study", "summarize", "best_outcome", "FINISHED_STATES"]
+
+_log = logging.getLogger(__name__)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -65,10 +72,88 @@ class RunResult:
     new_trials: int
     wall_seconds: float
     outcomes: list[TrialOutcome] = field(default_factory=list)
+    n_retried: int = 0  # failed trials of dead workers that a later trial re-ran; they do not count towards the total
+    workers: int = 1
 
     @property
     def n_finished(self) -> int:
-        return sum(self.counts.get(state.name, 0) for state in FINISHED_STATES)
+        return sum(self.counts.get(state.name, 0) for state in FINISHED_STATES) - self.n_retried
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What the trial cap counts. A FAIL trial that was retried (its worker died) is replaced by its retry."""
+
+    finished: int
+    running: int
+    retried: frozenset[int]
+
+    @property
+    def taken(self) -> int:
+        return self.finished + self.running
+
+    @classmethod
+    def of(cls, trials: Sequence[FrozenTrial]) -> "Tally":
+        retried = frozenset(number for trial in trials for number in trial.system_attrs.get("retry_history", ()))
+        return cls(
+            finished=sum(1 for t in trials if t.state in FINISHED_STATES and t.number not in retried),
+            running=sum(1 for t in trials if t.state == TrialState.RUNNING),
+            retried=retried,
+        )
+
+
+@dataclass(frozen=True)
+class PreparedStudy:
+    """A created (or joined) study with its data loaded, ready for workers."""
+
+    study: optuna.Study
+    storage: optuna.storages.RDBStorage
+    data: TuningData
+    start: RunStart
+
+
+def prepare_study(config: RunConfig) -> PreparedStudy:
+    """Load the data, open the storage and create the study, or join it if another worker made it.
+
+    Data and storage problems both stop here, before the first trial. Only the first worker of a new
+    study records its provenance and enqueues the baselines (under the study lock).
+    """
+    spec = config.spec
+    data = load_tuning_data(
+        dataset=spec.dataset,
+        data_path=config.data_path,
+        validation_fraction=spec.validation_fraction,
+        split_seed=spec.split_seed,
+        options=spec.data_options,
+    )
+    storage = open_storage(config.storage_url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
+    enqueued = 0
+    with StudyLock(storage, config.study_name):
+        study = optuna.create_study(
+            study_name=config.study_name,
+            storage=storage,
+            sampler=_TrialSeededSampler(spec.sampler),
+            pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs),
+            direction="minimize",
+            load_if_exists=True,
+        )
+        if "tuner" not in study.user_attrs and not study.get_trials(deepcopy=False):
+            if config.baselines:
+                for params in baseline_params(spec)[: config.n_trials]:
+                    study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
+                    enqueued += 1
+            _record_provenance(study, config)  # last: it marks the study as set up for workers that join
+    start = RunStart(
+        study_name=config.study_name,
+        storage=describe_storage(config.storage_url),
+        data_source=data.source,
+        n_target=config.n_trials,
+        n_finished_before=Tally.of(study.get_trials(deepcopy=False)).finished,
+        n_baselines_enqueued=enqueued,
+        n_train=len(data.x_train),
+        n_val=len(data.x_val),
+    )
+    return PreparedStudy(study=study, storage=storage, data=data, start=start)
 
 
 def run_study(
@@ -77,47 +162,18 @@ def run_study(
     on_start: Callable[[RunStart], None] | None = None,
     on_trial_end: Callable[[TrialOutcome, int, TrialOutcome | None], None] | None = None,
 ) -> RunResult:
-    """Create or resume the study and run trials until it holds ``config.n_trials`` finished trials.
+    """Create, join or resume the study and run trials until it holds ``config.n_trials`` finished trials.
 
+    Any number of processes may run this on one study at once (see ``StudyLock``): each takes a new
+    trial only while fewer than ``n_trials`` are finished or running. Once the others hold the last
+    trials, a worker waits for them, so that it can retry a trial whose worker died.
     ``on_trial_end(outcome, n_finished, best)`` is called after every trial of this process.
     """
     started = time.perf_counter()
-    spec = config.spec
-    # Data and storage problems both stop the run before the first trial.
-    data = load_tuning_data(
-        dataset=spec.dataset, data_path=config.data_path, validation_fraction=spec.validation_fraction, split_seed=spec.split_seed
-    )
-    storage = open_storage(config.storage_url)
-    study = optuna.create_study(
-        study_name=config.study_name,
-        storage=storage,
-        sampler=make_sampler(spec.sampler),
-        pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs),
-        direction="minimize",
-        load_if_exists=True,
-    )
-    enqueued = 0
-    if not study.get_trials(deepcopy=False):
-        _record_provenance(study, config)
-        if config.baselines:
-            for params in baseline_params(spec):
-                study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
-                enqueued += 1
-
-    finished_before = _count_finished(study)
+    prepared = prepare_study(config)
+    study = prepared.study
     if on_start:
-        on_start(
-            RunStart(
-                study_name=config.study_name,
-                storage=describe_storage(config.storage_url),
-                data_source=data.source,
-                n_target=config.n_trials,
-                n_finished_before=finished_before,
-                n_baselines_enqueued=enqueued,
-                n_train=len(data.x_train),
-                n_val=len(data.x_val),
-            )
-        )
+        on_start(prepared.start)
 
     outcomes: list[TrialOutcome] = []
 
@@ -125,28 +181,126 @@ def run_study(
         outcome = TrialOutcome.from_trial(trial)
         outcomes.append(outcome)
         if on_trial_end:
-            on_trial_end(outcome, _count_finished(study), _best(study))
+            on_trial_end(outcome, Tally.of(study.get_trials(deepcopy=False)).finished, best_outcome(study))
 
-    remaining = config.n_trials - finished_before
-    if remaining > 0:
+    if prepared.start.n_finished_before < config.n_trials:
         if config.threads:
             from tuner.training import configure_threads
 
             configure_threads(config.threads)
         from tuner.objective import Objective
 
-        study.optimize(
-            Objective(data=data, spec=spec, seed=config.seed),
-            n_trials=remaining,
-            timeout=config.timeout,
-            callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=FINISHED_STATES), after_trial],
-            catch=(Exception,),
-            gc_after_trial=True,
-        )
+        objective = Objective(data=prepared.data, spec=config.spec, seed=config.seed)
+        _work(study, objective, StudyLock(prepared.storage, config.study_name), config, after_trial)
     return summarize(study, config.storage_url, n_target=config.n_trials, new_trials=len(outcomes), wall_seconds=time.perf_counter() - started, outcomes=outcomes)
 
 
-def summarize(study: optuna.Study, storage_url: str, *, n_target: int, new_trials: int = 0, wall_seconds: float = 0.0, outcomes: list[TrialOutcome] | None = None) -> RunResult:
+_RAN, _WAIT, _DONE = "ran", "wait", "done"
+
+
+def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], lock: StudyLock, config: RunConfig, after_trial) -> None:
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    backoff = _Backoff(config.reconnect_timeout, config.storage_url)
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            step = _next_trial(study, objective, lock, config.n_trials, after_trial)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            backoff.wait(exc)
+            continue
+        backoff.reset()
+        if step == _DONE:
+            return
+        if step == _WAIT:
+            time.sleep(min(5, config.heartbeat_interval))
+
+
+def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, after_trial) -> str:
+    def run_unlocked(trial: optuna.Trial) -> float:
+        lock.release()  # the trial is RUNNING now and counts for every other worker
+        return objective(trial)
+
+    with lock:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, and its retry is queued
+        tally = Tally.of(study.get_trials(deepcopy=False))
+        if tally.finished >= n_trials:
+            return _DONE
+        if tally.taken >= n_trials:
+            return _WAIT  # the last trials run elsewhere; stay to retry one if its worker dies
+        study.optimize(run_unlocked, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
+    return _RAN
+
+
+class _Backoff:
+    """Waits 1, 2, 4 ... 30 s between attempts while the database is unreachable, for at most ``budget`` seconds in a row."""
+
+    def __init__(self, budget: float, url: str) -> None:
+        self.budget = budget
+        self.url = url
+        self.reset()
+
+    def reset(self) -> None:
+        self.since: float | None = None
+        self.delay = 1.0
+
+    def wait(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        if now - self.since + self.delay > self.budget:
+            raise StorageError(
+                f"lost the connection to {storage_location(self.url)} for more than {self.budget:g} s ({first_line(exc)});"
+                " finished trials are saved: run the same command again to resume"
+            ) from None
+        _log.warning("database unreachable (%s); retrying in %g s", first_line(exc), self.delay)
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 30.0)
+
+
+class _TrialSeededSampler(optuna.samplers.BaseSampler):
+    """The study's sampler, seeded afresh for every trial with (seed + trial number).
+
+    Workers that share a study then never propose the same parameters (a shared seed would make every
+    worker draw the same "random" startup trials), and a resumed study does not replay its first draws,
+    while one worker with one seed stays reproducible.
+    """
+
+    def __init__(self, spec: SamplerSpec) -> None:
+        self._spec = spec
+        self._inner = make_sampler(spec)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._inner = make_sampler(replace(self._spec, seed=self._spec.seed + trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+
+
+def summarize(
+    study: optuna.Study,
+    storage_url: str,
+    *,
+    n_target: int,
+    new_trials: int = 0,
+    wall_seconds: float = 0.0,
+    outcomes: list[TrialOutcome] | None = None,
+    workers: int = 1,
+) -> RunResult:
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: 0 for state in TrialState}
     for trial in trials:
@@ -156,22 +310,20 @@ def summarize(study: optuna.Study, storage_url: str, *, n_target: int, new_trial
         storage=describe_storage(storage_url),
         n_target=n_target,
         counts=counts,
-        best=_best(study),
+        best=best_outcome(study),
         new_trials=new_trials,
         wall_seconds=wall_seconds,
         outcomes=outcomes or [],
+        n_retried=len(Tally.of(trials).retried),
+        workers=workers,
     )
 
 
-def _best(study: optuna.Study) -> TrialOutcome | None:
+def best_outcome(study: optuna.Study) -> TrialOutcome | None:
     try:
         return TrialOutcome.from_trial(study.best_trial)
     except ValueError:  # no completed trial yet
         return None
-
-
-def _count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
 
 
 def _record_provenance(study: optuna.Study, config: RunConfig) -> None:
@@ -185,6 +337,7 @@ def _record_provenance(study: optuna.Study, config: RunConfig) -> None:
             "data_path": config.data_path,
             "validation_fraction": spec.validation_fraction,
             "split_seed": spec.split_seed,
+            "data_options": asdict(spec.data_options),
             "seed": config.seed,
             "steps_per_execution": spec.training.steps_per_execution,
             "jit_compile": spec.training.jit_compile,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +22,16 @@ __all__ = [
     "open_storage",
     "load_study",
     "list_studies",
+    "StudyLock",
+    "is_connection_error",
+    "first_line",
+    "storage_location",
 ]
 
 DEFAULT_STORAGE = "sqlite:///tuner.db"
 _DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+# libpq waits for the operating system's TCP timeout (minutes) on a silent host; PyMySQL has its own 10 s.
+_CONNECT_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -73,26 +81,42 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int 
         # Several local workers share the file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
+        # A worker outlives database restarts: test pooled connections before use instead of failing on a dead one.
         engine_kwargs["pool_pre_ping"] = True
+        # (Reading the driver name from the string: asking SQLAlchemy would load the dialect, which may not exist.)
+        if parsed.drivername in ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgresql+psycopg2cffi"):
+            engine_kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
     try:
         with warnings.catch_warnings():
             # Heartbeats and the stale-trial retry are marked experimental in Optuna 5; we rely on them.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat_interval else None
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=retry,
-            )
-    except ModuleNotFoundError as exc:
+            for attempt in range(3):
+                try:
+                    storage = optuna.storages.RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=retry,
+                    )
+                    break
+                except sqlalchemy.exc.SQLAlchemyError as exc:
+                    # Workers starting together on an empty database all create Optuna's tables; the losers
+                    # see "already exists" (or PostgreSQL's duplicate type) and find the tables made on retry.
+                    if attempt == 2 or not (isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+    except ImportError as exc:  # Optuna re-raises a missing driver as a plain ImportError
+        missing = getattr(exc.__cause__, "name", None) or getattr(exc, "name", None) or parsed.drivername
         extra = _DRIVER_EXTRAS.get(backend, backend)
-        raise StorageError(f"the database driver for {backend} is not installed ({exc.name}); install it with: pip install 'tuner[{extra}]'") from None
+        raise StorageError(f"the database driver for {parsed.drivername} is not installed ({missing}); install it with: pip install 'tuner[{extra}]'") from None
+    except (ValueError, KeyError, IndexError) as exc:  # Optuna formats the URL as a template: braces break it
+        raise ConfigError(f"invalid storage URL {mask_url(url)!r}: {first_line(exc)}") from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise ConfigError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-        raise StorageError(f"cannot open storage {_where(parsed)}: {_first_line(exc)}") from None
+        raise StorageError(f"cannot open storage {storage_location(url)}: {first_line(exc)}") from None
     if backend == "sqlite":
         _enable_wal(storage)
     return storage
@@ -146,7 +170,9 @@ def _enable_wal(storage: optuna.storages.RDBStorage) -> None:
         pass  # a read-only or network file system keeps the default journal; correctness is unaffected
 
 
-def _where(parsed: sqlalchemy.engine.URL) -> str:
+def storage_location(url: str) -> str:
+    """Backend, database and host of a storage URL, for messages; never the user or password."""
+    parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return f"SQLite file {parsed.database}"
     host = parsed.host or "localhost"
@@ -154,6 +180,115 @@ def _where(parsed: sqlalchemy.engine.URL) -> str:
     return f"{parsed.get_backend_name()} database {parsed.database!r} on {host}{port}"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def first_line(exc: BaseException) -> str:
+    """The driver's own first line of a database error (no SQL, no parameters)."""
+    cause = _database_error(exc) or exc
+    text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it, e.g. inside Optuna's StorageInternalError) means the database was unreachable.
+
+    SQLite's "database is locked" is an OperationalError too: it is just as transient.
+    """
+    cause = _database_error(exc)
+    if cause is None:
+        return False
+    if isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)):
+        return True
+    return isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated
+
+
+def _database_error(exc: BaseException) -> sqlalchemy.exc.SQLAlchemyError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, sqlalchemy.exc.SQLAlchemyError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class StudyLock:
+    """A lock, held in the study's own database, around "count the trials, then take one".
+
+    Every worker of a study, on this machine or another, takes it before deciding whether the study
+    needs another trial and releases it once that trial is RUNNING, so that N workers never start
+    more than the N-th trial between them, and trial numbers stay 0..N-1. PostgreSQL and MySQL
+    release the lock when the holder's connection drops (a killed worker never blocks the others).
+    SQLite is local, so an advisory ``flock`` on the database file does (for all its studies at once);
+    SQLite itself locks with POSIX byte-range locks, which ``flock`` does not interfere with.
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
+        self._engine = storage.engine
+        self._backend = self._engine.url.get_backend_name()
+        digest = hashlib.sha256(f"{self._engine.url.database}/{study_name}".encode()).digest()
+        self._key = int.from_bytes(digest[:8], "big", signed=True)  # PostgreSQL: one bigint per lock
+        self._name = f"tuner-{digest.hex()[:48]}"  # MySQL: lock names are server-wide and at most 64 characters
+        self._held: object | None = None
+
+    def acquire(self) -> None:
+        if self._held is not None:
+            return
+        if self._backend == "sqlite":
+            self._held = self._lock_file()
+            return
+        connection = self._engine.connect()
+        try:
+            if self._backend == "postgresql":
+                connection.exec_driver_sql("SELECT pg_advisory_lock(%s)", (self._key,))
+            else:
+                got = connection.exec_driver_sql("SELECT GET_LOCK(%s, 600)", (self._name,)).scalar()
+                if got != 1:
+                    raise StorageError(f"waited 600 s for another worker's trial lock in {storage_location(str(self._engine.url))}")
+            connection.commit()
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        self._held = connection
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self._backend == "sqlite":
+            held.close()  # closing the descriptor drops its flock
+            return
+        try:
+            statement = "SELECT pg_advisory_unlock(%s)" if self._backend == "postgresql" else "SELECT RELEASE_LOCK(%s)"
+            held.exec_driver_sql(statement, (self._key if self._backend == "postgresql" else self._name,))
+            held.commit()
+        except sqlalchemy.exc.SQLAlchemyError:
+            held.invalidate()  # the server dropped this connection, and with it the lock
+        finally:
+            held.close()
+
+    def __enter__(self) -> "StudyLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def _lock_file(self):
+        import fcntl
+
+        database = self._engine.url.database
+        if not database or database == ":memory:":
+            return _NoLock()  # an in-memory database has a single process
+        handle = open(database, "rb")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+
+class _NoLock:
+    def close(self) -> None:
+        pass

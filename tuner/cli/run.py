@@ -22,16 +22,39 @@ from tuner.cli.options import data_option, output_console, storage_option, study
 @study_file_option
 @data_option
 @click.option("--seed", type=int, envvar="TUNER_SEED", help="Sampler and training seed [default: the study file's].")
-@click.option("--threads", type=int, envvar="TUNER_THREADS", help="TensorFlow threads for this process [default: all cores].")
+@click.option("--threads", type=int, envvar="TUNER_THREADS", help="TensorFlow threads for this process, split between --workers [default: all cores].")
+@click.option("--workers", type=int, envvar="TUNER_WORKERS", help="Worker processes on this machine sharing the study [env TUNER_WORKERS; default 1].")
+@click.option("--heartbeat", "heartbeat_interval", type=int, envvar="TUNER_HEARTBEAT", metavar="SECONDS", help="How often a running trial reports that its worker is alive [env TUNER_HEARTBEAT; default 60].")
+@click.option(
+    "--grace-period",
+    type=int,
+    envvar="TUNER_GRACE_PERIOD",
+    metavar="SECONDS",
+    help="A trial silent this long is marked failed and retried by another worker [env TUNER_GRACE_PERIOD; default 180].",
+)
+@click.option(
+    "--reconnect-timeout",
+    type=float,
+    envvar="TUNER_RECONNECT_TIMEOUT",
+    metavar="SECONDS",
+    help="How long to keep retrying a database that stopped answering [env TUNER_RECONNECT_TIMEOUT; default 300].",
+)
 @click.option("--baselines/--no-baselines", default=None, help="Enqueue the tutorial's configurations as the first trials of a new study [default on].")
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the summary.")
-def run(n_trials, timeout, study_name, storage, study_file, data_path, seed, threads, baselines, verbose, quiet) -> None:
-    """Search hyperparameters; resumes the study until it holds --trials finished trials."""
+def run(
+    n_trials, timeout, study_name, storage, study_file, data_path, seed, threads, workers, heartbeat_interval, grace_period, reconnect_timeout, baselines, verbose, quiet
+) -> None:
+    """Search hyperparameters; resumes the study until it holds --trials finished trials.
+
+    Any number of workers, here (--workers) or on other machines (the same command and --storage),
+    share one study: together they stop at --trials.
+    """
     import optuna
 
     from tuner.config import resolve_run_config
     from tuner.runner import run_study
+    from tuner.storage import mask_url
 
     config = resolve_run_config(
         study_file=study_file,
@@ -43,6 +66,10 @@ def run(n_trials, timeout, study_name, storage, study_file, data_path, seed, thr
         seed=seed,
         baselines=baselines,
         threads=threads,
+        workers=workers,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        reconnect_timeout=reconnect_timeout,
     )
     optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices: one new model per trial is expected
@@ -68,28 +95,44 @@ def run(n_trials, timeout, study_name, storage, study_file, data_path, seed, thr
             console.print(f"enqueued {start.n_baselines_enqueued} tutorial baselines as the first trials")
         if start.n_finished_before:
             console.print(f"resuming: {start.n_finished_before} of {start.n_target} trials already finished")
+        if config.workers > 1:
+            from tuner.workers import threads_per_worker
+
+            console.print(f"{config.workers} worker processes, {threads_per_worker(workers=config.workers, threads=config.threads)} TensorFlow threads each")
         progress.start()
         task = progress.add_task("trials", total=start.n_target, completed=min(start.n_finished_before, start.n_target), best="")
 
     def on_trial_end(outcome, n_finished, best) -> None:
-        label = f"best {best.value:.4f} (acc {best.val_accuracy:.4f}, #{best.number})" if best and best.val_accuracy is not None else ""
-        progress.update(task, completed=min(n_finished, config.n_trials), best=label)
+        progress.update(task, completed=min(n_finished, config.n_trials), best=_best_label(best))
         if verbose and outcome.reason:
             progress.console.print(f"trial {outcome.number} failed: {outcome.reason}")
 
+    def on_progress(state) -> None:
+        progress.update(task, completed=min(state.n_finished, config.n_trials), best=_best_label(state.best))
+
     try:
-        result = run_study(config, on_start=on_start, on_trial_end=on_trial_end)
+        if config.workers > 1:
+            from tuner.workers import run_workers
+
+            result = run_workers(config, on_start=on_start, on_progress=on_progress)
+        else:
+            result = run_study(config, on_start=on_start, on_trial_end=on_trial_end)
     except KeyboardInterrupt:
         progress.stop()
+        what = "the running trial was" if config.workers == 1 else "every worker stopped; their running trials were"
         click.echo(
-            f"Interrupted: the running trial was recorded as failed. Resume with: tuner run --trials {config.n_trials}"
-            f" --study {config.study_name!r} --storage {config.storage_url!r}",
+            f"Interrupted: {what} recorded as failed. Resume with: tuner run --trials {config.n_trials}"
+            f" --study {config.study_name!r} --storage {mask_url(config.storage_url)!r}",
             err=True,
         )
         raise SystemExit(INTERRUPTED_EXIT)
     finally:
         progress.stop()
     _print_summary(result)
+
+
+def _best_label(best) -> str:
+    return f"best {best.value:.4f} (acc {best.val_accuracy:.4f}, #{best.number})" if best and best.val_accuracy is not None else ""
 
 
 def _print_summary(result) -> None:
@@ -102,6 +145,8 @@ def _print_summary(result) -> None:
         str(counts["COMPLETE"]), str(counts["PRUNED"]), str(counts["FAIL"]), str(counts["RUNNING"]), str(result.new_trials), f"{result.wall_seconds:.1f}s"
     )
     out.print(table)
+    if result.n_retried:
+        out.print(f"{result.n_retried} trial(s) of dead workers failed and were retried (system attribute retry_history)")
     best = result.best
     if best is None:
         out.print("no completed trial yet")

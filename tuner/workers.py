@@ -1,0 +1,185 @@
+"""Several local worker processes on one study: the library call behind ``tuner run --workers K``.
+
+Each worker is a plain ``tuner run`` process (the same thing a user starts on another machine), so
+the storage is the only thing the workers share and coordinate through. This process creates the
+study first, starts the workers with the CPU threads split between them, follows their progress by
+reading the storage, and on Ctrl-C/SIGTERM stops them (each records its running trial as failed) and
+reaps them all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable
+
+from tuner.config import RunConfig
+from tuner.errors import ConfigError, DataError, ExportError, StorageError, TunerError
+from tuner.runner import RunResult, RunStart, Tally, TrialOutcome, best_outcome, prepare_study, summarize
+from tuner.storage import is_connection_error
+
+__all__ = ["WorkersProgress", "run_workers", "threads_per_worker"]
+
+# Seconds a worker gets to record its running trial as failed after SIGTERM before it is killed.
+STOP_GRACE_S = 30.0
+_ERRORS_BY_EXIT_CODE = {cls.exit_code: cls for cls in (ConfigError, DataError, StorageError, ExportError)}
+
+
+@dataclass(frozen=True)
+class WorkersProgress:
+    n_finished: int
+    n_running: int
+    best: TrialOutcome | None
+    workers_alive: int
+
+
+def threads_per_worker(*, workers: int, threads: int | None) -> int:
+    """``threads`` (default: every core) split evenly, at least one per worker."""
+    total = threads or os.cpu_count() or 1
+    return max(1, total // workers)
+
+
+def run_workers(
+    config: RunConfig,
+    *,
+    on_start: Callable[[RunStart], None] | None = None,
+    on_progress: Callable[[WorkersProgress], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> RunResult:
+    """Run ``config.workers`` worker processes on the study until it holds ``config.n_trials`` finished trials.
+
+    Raises the first failing worker's error (the others are stopped); ``KeyboardInterrupt`` once every
+    worker was stopped and reaped.
+    """
+    started = time.perf_counter()
+    prepared = prepare_study(config)  # config, data and storage errors stop here, before any process starts
+    study = prepared.study
+    if on_start:
+        on_start(prepared.start)
+    finished_before = prepared.start.n_finished_before
+    if finished_before < config.n_trials:
+        threads = threads_per_worker(workers=config.workers, threads=config.threads)
+        with tempfile.TemporaryDirectory(prefix="tuner-workers-") as logs:
+            workers = [_Worker.start(config, index, threads, Path(logs)) for index in range(config.workers)]
+            try:
+                _follow(study, workers, on_progress, poll_seconds)
+            except BaseException:
+                _stop(workers)
+                raise
+            finally:
+                for worker in workers:
+                    worker.log.close()
+    new_trials = Tally.of(study.get_trials(deepcopy=False)).finished - finished_before
+    return summarize(
+        study, config.storage_url, n_target=config.n_trials, new_trials=max(0, new_trials), wall_seconds=time.perf_counter() - started, workers=config.workers
+    )
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: subprocess.Popen
+    log: IO[bytes]
+
+    @classmethod
+    def start(cls, config: RunConfig, index: int, threads: int, logs: Path) -> "_Worker":
+        log = open(logs / f"worker-{index}.log", "w+b")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tuner", "run", "--quiet", "--no-baselines"],
+            env=_worker_environment(config, threads),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            # Its own session: a Ctrl-C in the terminal reaches only us, and we stop each worker exactly once.
+            start_new_session=True,
+        )
+        return cls(index=index, process=process, log=log)
+
+    def last_error(self) -> str:
+        self.log.seek(0)
+        lines = [line.strip() for line in self.log.read().decode(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("Error: ")]
+        return (errors or lines or ["(no output)"])[-1].removeprefix("Error: ")
+
+
+def _worker_environment(config: RunConfig, threads: int) -> dict[str, str]:
+    """The settings travel in TUNER_* variables, never as arguments: ``ps`` shows arguments, and the storage URL may hold a password."""
+    env = dict(os.environ)
+    for name in ("TUNER_DATA", "TUNER_TIMEOUT"):
+        env.pop(name, None)
+    env.update(
+        TUNER_STORAGE=config.storage_url,
+        TUNER_STUDY=config.study_name,
+        TUNER_STUDY_FILE=config.spec.source,
+        TUNER_TRIALS=str(config.n_trials),
+        TUNER_SEED=str(config.seed),
+        TUNER_THREADS=str(threads),
+        TUNER_WORKERS="1",
+        TUNER_HEARTBEAT=str(config.heartbeat_interval),
+        TUNER_GRACE_PERIOD=str(config.grace_period),
+        TUNER_RECONNECT_TIMEOUT=str(config.reconnect_timeout),
+        TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+    )
+    if config.data_path is not None:
+        env["TUNER_DATA"] = config.data_path
+    if config.timeout is not None:
+        env["TUNER_TIMEOUT"] = str(config.timeout)
+    return env
+
+
+def _follow(study, workers: list[_Worker], on_progress, poll_seconds: float) -> None:
+    while True:
+        alive = [w for w in workers if w.process.poll() is None]
+        failed = next((w for w in workers if w.process.returncode not in (None, 0)), None)
+        if failed is not None:
+            code = failed.process.returncode
+            others = [w for w in alive if w is not failed]
+            _stop(others)
+            raise _worker_error(failed.index, code, failed.last_error())
+        if on_progress:
+            try:
+                tally = Tally.of(study.get_trials(deepcopy=False))
+                on_progress(WorkersProgress(n_finished=tally.finished, n_running=tally.running, best=best_outcome(study), workers_alive=len(alive)))
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                # The workers retry the database themselves and fail if it stays away; the display just skips a beat.
+        if not alive:
+            return
+        time.sleep(poll_seconds)
+
+
+def _stop(workers: list[_Worker]) -> None:
+    """SIGTERM each live worker (it records its running trial as failed), then kill what is left after the grace, and reap all."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            _signal(worker.process, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            # Too slow, or a second Ctrl-C: its trial stays RUNNING until its heartbeat goes stale, then a worker retries it.
+            _signal(worker.process, signal.SIGKILL)
+            worker.process.wait()
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    try:
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass  # it exited in the meantime
+
+
+def _worker_error(index: int, code: int, message: str) -> TunerError:
+    if code < 0:
+        message = f"worker {index} was killed by signal {signal.Signals(-code).name} ({message})"
+    else:
+        message = f"worker {index} failed: {message}"
+    return _ERRORS_BY_EXIT_CODE.get(code, TunerError)(message)
