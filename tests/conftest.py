@@ -84,3 +84,112 @@ def trained_study(tmp_path_factory) -> tuple[str, str]:
     config = resolve_run_config(study_file=study_file, storage_url=url, data_path=str(MNIST_SMALL), n_trials=6)
     run_study(config)
     return url, config.study_name
+
+
+# --- Database servers (PostgreSQL, MariaDB/MySQL) -------------------------------------------------------------
+# Each test session gets fresh databases tuner_test_<random> on the servers and drops them at the end. A
+# server that does not answer skips its tests, unless TUNER_REQUIRE_SERVERS=1 (CI), where they fail.
+# TUNER_TEST_POSTGRES / TUNER_TEST_MYSQL point at other servers (an admin URL with any existing database).
+
+SERVER_ADMIN_URLS = {
+    "postgresql": os.environ.get("TUNER_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+    "mysql": os.environ.get("TUNER_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+
+# Fast enough that several workers finish a study in seconds: softmax regression, one epoch, no pruning.
+FAST_STUDY = """
+[study]
+name = "fast"
+baselines = false
+
+[pruner]
+kind = "none"
+
+[sampler]
+kind = "random"
+seed = 3
+
+[training]
+patience = 0
+
+[space]
+n_layers = 0
+epochs = 1
+batch_size = 128
+learning_rate = { low = 1e-3, high = 0.3, log = true }
+optimizer = { choices = ["sgd", "adam"] }
+l2 = { low = 1e-8, high = 1e-3, log = true }
+"""
+
+
+class _Servers:
+    def __init__(self) -> None:
+        import secrets
+
+        self.database = f"tuner_test_{secrets.token_hex(4)}"
+        self.urls: dict[str, str] = {}
+        self.problems: dict[str, str] = {}
+
+    def create(self) -> None:
+        import sqlalchemy
+        from sqlalchemy.engine import make_url
+
+        for backend, admin_url in SERVER_ADMIN_URLS.items():
+            try:
+                engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+                with engine.connect() as connection:
+                    connection.exec_driver_sql(f"CREATE DATABASE {self.database}")
+                engine.dispose()
+            except Exception as exc:  # the reason is reported by the skip or failure of every test that needs it
+                self.problems[backend] = f"{backend} server at {make_url(admin_url).render_as_string(hide_password=True)} unavailable: {str(exc).splitlines()[0]}"
+                continue
+            self.urls[backend] = make_url(admin_url).set(database=self.database).render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        import sqlalchemy
+
+        for backend in self.urls:
+            engine = sqlalchemy.create_engine(SERVER_ADMIN_URLS[backend], isolation_level="AUTOCOMMIT")
+            force = " WITH (FORCE)" if backend == "postgresql" else ""  # workers' connections may linger for a moment
+            with engine.connect() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {self.database}{force}")
+            engine.dispose()
+
+    def url(self, backend: str) -> str:
+        if backend not in self.urls:
+            message = self.problems.get(backend, f"no {backend} server configured")
+            if os.environ.get("TUNER_REQUIRE_SERVERS") == "1":
+                pytest.fail(f"{message} (TUNER_REQUIRE_SERVERS=1)")
+            pytest.skip(message)
+        return self.urls[backend]
+
+
+@pytest.fixture(scope="session")
+def servers():
+    """The session's databases on the PostgreSQL and MySQL servers; ``servers.url(backend)`` skips or fails when one is missing."""
+    found = _Servers()
+    found.create()
+    yield found
+    found.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def storage_url(request, servers, tmp_path) -> str:
+    """A storage URL on each backend in turn; tests keep apart on a server through unique study names."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return servers.url(request.param)
+
+
+@pytest.fixture
+def unique_name(request) -> str:
+    import secrets
+
+    return f"{request.node.name[:40]}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def fast_study_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fast.toml"
+    path.write_text(FAST_STUDY)
+    return path

@@ -1,0 +1,150 @@
+"""Many workers, one study: real worker processes on each backend, a worker killed mid-trial, and SIGTERM
+to ``tuner run --workers``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke
+from tuner.runner import Tally
+from tuner.workers import threads_per_worker
+
+# Several seconds a trial: long enough to catch two workers training at once.
+SLOW_STUDY = FAST_STUDY.replace('name = "fast"', 'name = "slow"').replace("epochs = 1", "epochs = 15")
+
+
+def _trials(url: str, name: str):
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def _worker(url: str, study_file: Path, name: str, n_trials: int, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "TUNER_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "tuner", "run", "-q", "--trials", str(n_trials), "--study", name, "--study-file", str(study_file)]
+    return subprocess.Popen([*command, "--data", str(MNIST_SMALL), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until(condition, process: subprocess.Popen, what: str, limit: float = 150.0):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        assert process.poll() is None, f"exited {process.returncode} before {what}: {process.communicate()}"
+        try:
+            value = condition()
+        except KeyError:  # the study does not exist yet
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"timed out waiting for {what}: {process.communicate()}")
+
+
+def test_threads_are_split_between_workers():
+    assert threads_per_worker(workers=2, threads=8) == 4
+    assert threads_per_worker(workers=3, threads=2) == 1
+    assert threads_per_worker(workers=2, threads=None) == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_workers_share_one_study_and_stop_at_exactly_n(cli, storage_url, fast_study_file, unique_name):
+    result = invoke(
+        cli, "run", "--workers", 2, "--trials", 6, "--threads", 2, "--study", unique_name, "--study-file", fast_study_file, "--data", MNIST_SMALL,
+        env={"TUNER_STORAGE": storage_url},
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 worker processes, 1 TensorFlow threads each" in result.stderr
+    assert "6/6 finished" in result.stdout and "│            6 │" in result.stdout  # new this run
+    assert "locked" not in result.output and "Traceback" not in result.output
+    trials = _trials(storage_url, unique_name)
+    assert [t.number for t in trials] == list(range(6))  # no gap, no duplicate, no seventh trial
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    # Each trial draws its parameters with its own seed: workers never repeat each other's configuration.
+    assert len({t.params["learning_rate"] for t in trials}) == 6
+    assert optuna.load_study(study_name=unique_name, storage=storage_url).user_attrs["tuner"]["seed"] == 3
+
+
+@pytest.mark.servers
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_name):
+    url = servers.url("postgresql")
+    study_file = tmp_path / "slow.toml"
+    study_file.write_text(SLOW_STUDY)
+    common = ("--threads", "1", "--heartbeat", "1", "--grace-period", "5")
+    victim = _worker(url, study_file, unique_name, 4, *common)
+    survivor = _worker(url, study_file, unique_name, 4, *common)
+    try:
+        _wait_until(
+            lambda: len([t for t in _trials(url, unique_name) if t.state == TrialState.RUNNING and t.intermediate_values]) == 2,
+            victim,
+            "both workers to train",
+        )
+        victim.send_signal(signal.SIGKILL)  # in the middle of its trial, as a power cut would
+        victim.wait()
+        stdout, stderr = survivor.communicate(timeout=240)
+    finally:
+        for process in (victim, survivor):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert survivor.returncode == 0, stderr
+    assert "4/4 finished" in stdout and "1 trial(s) of dead workers failed and were retried" in stdout
+
+    trials = _trials(url, unique_name)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert Tally.of(trials).finished == 4 and len(trials) == 5  # four finished trials plus the one that died
+    (killed,) = [t for t in trials if t.state == TrialState.FAIL]
+    assert killed.intermediate_values and "fail_reason" not in killed.user_attrs  # died training, failed by the survivor
+    (retry,) = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None]
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == killed.number and retry.number > killed.number
+    assert retry.system_attrs["retry_history"] == [killed.number] and retry.params == killed.params
+    assert retry.state == TrialState.COMPLETE
+
+
+def test_sigterm_to_workers_parent_stops_and_reaps_every_worker(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study_file = tmp_path / "slow.toml"
+    study_file.write_text(SLOW_STUDY.replace("epochs = 15", "epochs = 1000"))
+    parent = _worker(url, study_file, "slow", 10, "--workers", "2", "--threads", "2")
+    try:
+        _wait_until(
+            lambda: len([t for t in _trials(url, "slow") if t.state == TrialState.RUNNING and t.intermediate_values]) == 2,
+            parent,
+            "both workers to train",
+            limit=180,
+        )
+        children = _children(parent.pid)
+        assert len(children) == 2
+        parent.send_signal(signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=90)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert parent.returncode == 130, stderr
+    assert "Interrupted: every worker stopped" in stderr and "Resume with: tuner run --trials 10 --study 'slow'" in stderr
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # reaped, not orphaned
+    states = [t.state for t in _trials(url, "slow")]
+    assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
