@@ -36,6 +36,8 @@ _EXPORTS = {
     "load_study": "tuner.storage",
     "list_studies": "tuner.storage",
     "mask_url": "tuner.storage",
+    "run_workers": "tuner.workers",
+    "WorkersProgress": "tuner.workers",
     "export_best": "tuner.export",
     "ExportResult": "tuner.export",
     "predict_digits": "tuner.predict",
