@@ -50,6 +50,7 @@ def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name)
     assert info.best_trial == min(complete, key=lambda t: t.value).number
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # warning filters are not thread-safe
 def test_workers_creating_one_study_at_once_set_it_up_once(storage_url, tiny_study_file, unique_name):
     config = _config(tiny_study_file, storage_url, unique_name, 10)
     with ThreadPoolExecutor(4) as pool:

@@ -105,7 +105,7 @@ def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_nam
     (retry,) = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None]
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == killed.number and retry.number > killed.number
     assert retry.system_attrs["retry_history"] == [killed.number] and retry.params == killed.params
-    assert retry.state == TrialState.COMPLETE
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs.get("fail_reason") is None
 
 
 def test_sigterm_to_workers_parent_stops_and_reaps_every_worker(tmp_path):

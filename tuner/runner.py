@@ -219,6 +219,8 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], lock:
 def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, after_trial) -> str:
     def run_unlocked(trial: optuna.Trial) -> float:
         lock.release()  # the trial is RUNNING now and counts for every other worker
+        if trial.user_attrs.get("fail_reason") is not None:
+            trial.set_user_attr("fail_reason", None)  # a retry inherits the attributes of the trial that died
         return objective(trial)
 
     with lock:
