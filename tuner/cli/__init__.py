@@ -50,3 +50,4 @@ def main() -> None:
 from tuner.cli import run  # noqa: E402,F401
 from tuner.cli import view  # noqa: E402,F401
 from tuner.cli import export  # noqa: E402,F401
+from tuner.cli import tradeoffs  # noqa: E402,F401
