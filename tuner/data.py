@@ -66,13 +66,18 @@ def load_tuning_data(
     *, dataset: str, data_path: str | None, validation_fraction: float, split_seed: int, options: DataOptions | None = None
 ) -> TuningData:
     """Train/validation split, cached per process so every trial reuses the same arrays."""
-    return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed, options or DataOptions()).tuning
+    return load_final_data(
+        dataset=dataset, data_path=data_path, validation_fraction=validation_fraction, split_seed=split_seed, options=options
+    ).tuning
 
 
 def load_final_data(
     *, dataset: str, data_path: str | None, validation_fraction: float, split_seed: int, options: DataOptions | None = None
 ) -> FinalData:
-    return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed, options or DataOptions())
+    try:
+        return _load(dataset, data_path and str(Path(data_path).resolve()), validation_fraction, split_seed, options or DataOptions())
+    except OSError as exc:  # a path the file system refuses (too long, permissions, a device that went away)
+        raise DataError(f"cannot read data at {data_path}: {exc.strerror or exc}") from None
 
 
 @lru_cache(maxsize=2)
@@ -202,7 +207,7 @@ def read_idx(path: Path) -> np.ndarray:
 def _validate(arrays: tuple[np.ndarray, ...], source: str, *, tabular: bool = False) -> tuple[np.ndarray, ...]:
     x_train, y_train, x_test, y_test = (np.asarray(a) for a in arrays)
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if x.ndim < 2 or x.shape[0] == 0:
+        if x.ndim < 2 or x.shape[0] == 0 or x[0].size == 0:
             raise DataError(f"{source}: x_{name} must hold at least one sample of features, got shape {x.shape}")
         if y.ndim != 1:
             raise DataError(f"{source}: y_{name} must be one label per sample, got shape {y.shape}")
