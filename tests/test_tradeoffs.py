@@ -88,3 +88,69 @@ def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
     assert waiting[0].system_attrs["fixed_params"] == {"units": 256, "optimizer": "adam", "learning_rate": 1e-3}
     with pytest.raises(StudyNotFoundError):
         enqueue_warm_start(study=new, space=space, source_storage_url=url, source_study_name="missing", top_k=2)
+
+
+# --- the same features through the CLI, on the committed fixture ---------------------------------
+
+import json  # noqa: E402
+
+from tests.conftest import MNIST_SMALL, TINY_STUDY, invoke  # noqa: E402
+
+
+def test_pareto_command_lists_the_front(cli, trained_study):
+    url, name = trained_study
+    result = invoke(cli, "pareto", "--storage", url, "--study", name, "--json")
+    assert result.exit_code == 0, result.output
+    front = json.loads(result.stdout)
+    study = optuna.load_study(study_name=name, storage=url)
+    assert [p["number"] for p in front] == [p.number for p in pareto_front(study)]
+    assert all(p["latency_ms"] > 0 and p["n_params"] > 0 for p in front)
+    table = invoke(cli, "pareto", "--storage", url, "--objectives", "val_loss,params")
+    assert table.exit_code == 0 and "Pareto front" in table.stdout
+    bad = invoke(cli, "pareto", "--storage", url, "--objectives", "speed")
+    assert bad.exit_code == 2 and "unknown objectives" in bad.stderr
+
+
+def test_export_within_a_parameter_budget(cli, trained_study, tmp_path):
+    url, name = trained_study
+    study = optuna.load_study(study_name=name, storage=url)
+    cheapest = min(t.user_attrs["n_params"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    expected = best_within_budget(study, max_params=cheapest)
+    result = invoke(cli, "export-best", "--storage", url, "--max-params", cheapest, "--out", tmp_path / "small", "-q")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "small" / "model.json").read_text())
+    assert record["trial_number"] == expected.number and record["params"] == expected.params
+    too_small = invoke(cli, "export-best", "--storage", url, "--max-params", 10, "--out", tmp_path / "none")
+    assert too_small.exit_code == 4 and "fits the budget" in too_small.stderr and not (tmp_path / "none").exists()
+    both = invoke(cli, "export-best", "--storage", url, "--max-params", 10, "--trial", 0, "--out", tmp_path / "x")
+    assert both.exit_code == 2 and "cannot be combined" in both.stderr
+
+
+def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_path):
+    url, name = trained_study
+    new_url = f"sqlite:///{tmp_path / 'warm.db'}"
+    result = invoke(
+        cli, "run", "--trials", 3, "--study", "warm", "--study-file", tiny_study_file, "--data", MNIST_SMALL, "--storage", new_url,
+        "--warm-start-from", name, "--warm-start-storage", url, "--top", 2,
+    )
+    assert result.exit_code == 0, result.output
+    assert "warm start: enqueued the 2 best configurations" in result.stderr
+    source = sorted(optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)[:2]
+    trials = optuna.load_study(study_name="warm", storage=new_url).get_trials()
+    assert [t.user_attrs.get("warm_start_from") for t in trials[:2]] == [f"{name}#{t.number}" for t in source]
+    assert trials[0].params == source[0].params
+    assert len(trials) == 3  # the baselines follow, within the total
+    missing = invoke(cli, "run", "--trials", 1, "--study", "w2", "--study-file", tiny_study_file, "--data", MNIST_SMALL, "--storage", new_url, "--warm-start-from", "nope")
+    assert missing.exit_code == 4 and "no study named 'nope'" in missing.stderr
+
+
+def test_until_converged_stops_early_and_says_so(cli, tmp_path, sqlite_url):
+    study_file = tmp_path / "converge.toml"
+    study_file.write_text(TINY_STUDY.replace('name = "tiny"', 'name = "tiny"\nconvergence_window = 2\nconvergence_tolerance = 0.9'))
+    result = invoke(cli, "run", "--trials", 30, "--study-file", study_file, "--data", MNIST_SMALL, "--storage", sqlite_url, "--until-converged", "--no-baselines")
+    assert result.exit_code == 0, result.output
+    assert "stopped early: converged" in result.stdout
+    n = len(optuna.load_study(study_name="tiny", storage=sqlite_url).get_trials())
+    assert 4 <= n < 30
+    listing = invoke(cli, "studies", "--storage", sqlite_url)
+    assert "converged" in listing.stdout

@@ -34,6 +34,11 @@ class RunConfig:
     grace_period: int = 180
     # How long a worker keeps retrying a database that stopped answering before it gives up.
     reconnect_timeout: float = 300.0
+    # Warm start: a new study first runs the best configurations of another study.
+    warm_start_from: str | None = None
+    warm_start_storage: str | None = None  # default: the run's own storage
+    warm_start_top: int = 5
+    until_converged: bool = False
 
 
 def resolve_study_file(study_file: str | Path | None) -> StudySpec:
@@ -59,6 +64,10 @@ def resolve_run_config(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     reconnect_timeout: float | None = None,
+    warm_start_from: str | None = None,
+    warm_start_storage: str | None = None,
+    warm_start_top: int | None = None,
+    until_converged: bool | None = None,
 ) -> RunConfig:
     spec = resolve_study_file(study_file)
     if n_trials is not None and n_trials < 1:
@@ -84,6 +93,10 @@ def resolve_run_config(
         raise ConfigError(f"--study must be 1 to 200 printable characters, got {name!r}")
     if data_path is not None and not data_path.strip():
         raise ConfigError("--data must not be empty")
+    if warm_start_top is not None and warm_start_top < 1:
+        raise ConfigError(f"--top must be at least 1, got {warm_start_top}")
+    if warm_start_from is not None and not warm_start_from.strip():
+        raise ConfigError("--warm-start-from must name a study")
     if seed is not None:
         spec = replace(spec, sampler=replace(spec.sampler, seed=seed))
     return RunConfig(
@@ -100,4 +113,8 @@ def resolve_run_config(
         heartbeat_interval=heartbeat,
         grace_period=grace,
         reconnect_timeout=RunConfig.reconnect_timeout if reconnect_timeout is None else reconnect_timeout,
+        warm_start_from=warm_start_from,
+        warm_start_storage=warm_start_storage,
+        warm_start_top=RunConfig.warm_start_top if warm_start_top is None else warm_start_top,
+        until_converged=bool(until_converged),
     )

@@ -25,7 +25,8 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.data import FinalData, load_final_data
-from tuner.errors import ExportError, StorageError, StudyNotFoundError
+from tuner.errors import ConfigError, ExportError, StorageError, StudyNotFoundError
+from tuner.pareto import best_within_budget
 from tuner.predict import MODEL_FILE
 from tuner.storage import describe_storage, load_study, mask_url
 from tuner.userdata import data_options_from
@@ -107,15 +108,25 @@ def export_best(
     data_path: str | None = None,
     refit_full: bool = True,
     force: bool = False,
+    max_params: int | None = None,
+    max_latency_ms: float | None = None,
     on_start: Callable[[ExportStart], None] | None = None,
     on_epoch: Callable[[EpochProgress], None] | None = None,
 ) -> ExportResult:
-    """Train the best completed trial (or ``trial_number``) as the final model and write it to ``out``."""
+    """Train the best completed trial (or ``trial_number``) as the final model and write it to ``out``.
+
+    With ``max_params`` / ``max_latency_ms`` the best trial is the most accurate one within that budget.
+    """
     started, started_at = time.perf_counter(), _now()
     if out is not None:
         _check_target(Path(out), force=force)  # fail before anything slow
     study = load_study(storage_url, study_name)
-    trial = _pick_trial(study, trial_number)
+    if trial_number is not None and (max_params is not None or max_latency_ms is not None):
+        raise ConfigError("--trial cannot be combined with --max-params or --max-latency-ms")
+    if max_params is not None or max_latency_ms is not None:
+        trial = best_within_budget(study, max_params=max_params, max_latency_ms=max_latency_ms)
+    else:
+        trial = _pick_trial(study, trial_number)
     target = Path(out) if out is not None else default_export_dir(study.study_name)
     _check_target(target, force=force)
     provenance = _provenance(study)

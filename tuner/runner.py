@@ -13,11 +13,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import RunConfig
+from tuner.convergence import Convergence, estimate_convergence
 from tuner.data import TuningData, load_tuning_data
 from tuner.errors import StorageError
 from tuner.search import baseline_params, make_pruner, make_sampler
 from tuner.storage import StudyLock, describe_storage, first_line, is_connection_error, open_storage, storage_location
 from tuner.studyfile import SamplerSpec
+from tuner.warmstart import WarmStart, enqueue_warm_start
 
 __all__ = ["TrialOutcome", "RunStart", "RunResult", "Tally", "PreparedStudy", "prepare_study", "run_study", "summarize", "best_outcome", "FINISHED_STATES"]
 
@@ -60,6 +62,8 @@ class RunStart:
     n_baselines_enqueued: int
     n_train: int
     n_val: int
+    n_warm_started: int = 0
+    warm_start_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class RunResult:
     outcomes: list[TrialOutcome] = field(default_factory=list)
     n_retried: int = 0  # failed trials of dead workers that a later trial re-ran; they do not count towards the total
     workers: int = 1
+    converged: Convergence | None = None  # set when --until-converged stopped the run early
 
     @property
     def n_finished(self) -> int:
@@ -128,6 +133,7 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
     )
     storage = open_storage(config.storage_url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
     enqueued = 0
+    warm: WarmStart | None = None
     with StudyLock(storage, config.study_name):
         study = optuna.create_study(
             study_name=config.study_name,
@@ -138,10 +144,19 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
             load_if_exists=True,
         )
         if "tuner" not in study.user_attrs and not study.get_trials(deepcopy=False):
+            if config.warm_start_from:
+                warm = enqueue_warm_start(
+                    study=study,
+                    space=spec.space,
+                    source_storage_url=config.warm_start_storage or config.storage_url,
+                    source_study_name=config.warm_start_from,
+                    top_k=min(config.warm_start_top, config.n_trials),
+                )
             if config.baselines:
-                for params in baseline_params(spec)[: config.n_trials]:
-                    study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)
-                    enqueued += 1
+                waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+                for params in baseline_params(spec)[: max(0, config.n_trials - waiting)]:
+                    study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)  # a warm start may hold it already
+                enqueued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - waiting
             _record_provenance(study, config)  # last: it marks the study as set up for workers that join
     start = RunStart(
         study_name=config.study_name,
@@ -152,6 +167,8 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         n_baselines_enqueued=enqueued,
         n_train=len(data.x_train),
         n_val=len(data.x_val),
+        n_warm_started=warm.enqueued if warm else 0,
+        warm_start_source=warm.source_study if warm else None,
     )
     return PreparedStudy(study=study, storage=storage, data=data, start=start)
 
@@ -161,13 +178,16 @@ def run_study(
     *,
     on_start: Callable[[RunStart], None] | None = None,
     on_trial_end: Callable[[TrialOutcome, int, TrialOutcome | None], None] | None = None,
+    on_convergence: Callable[[Convergence], None] | None = None,
 ) -> RunResult:
     """Create, join or resume the study and run trials until it holds ``config.n_trials`` finished trials.
 
     Any number of processes may run this on one study at once (see ``StudyLock``): each takes a new
     trial only while fewer than ``n_trials`` are finished or running. Once the others hold the last
     trials, a worker waits for them, so that it can retry a trial whose worker died.
-    ``on_trial_end(outcome, n_finished, best)`` is called after every trial of this process.
+    ``on_trial_end(outcome, n_finished, best)`` is called after every trial of this process, then
+    ``on_convergence`` with the estimate of how much better the study can still get; with
+    ``config.until_converged`` the run stops once that estimate says the study has converged.
     """
     started = time.perf_counter()
     prepared = prepare_study(config)
@@ -176,12 +196,19 @@ def run_study(
         on_start(prepared.start)
 
     outcomes: list[TrialOutcome] = []
+    converged: list[Convergence] = []
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         outcome = TrialOutcome.from_trial(trial)
         outcomes.append(outcome)
         if on_trial_end:
             on_trial_end(outcome, Tally.of(study.get_trials(deepcopy=False)).finished, best_outcome(study))
+        estimate = estimate_convergence(study, window=config.spec.convergence_window, tolerance=config.spec.convergence_tolerance)
+        if on_convergence:
+            on_convergence(estimate)
+        if config.until_converged and estimate.converged:
+            converged.append(estimate)
+            study.stop()
 
     if prepared.start.n_finished_before < config.n_trials:
         if config.threads:
@@ -191,17 +218,18 @@ def run_study(
         from tuner.objective import Objective
 
         objective = Objective(data=prepared.data, spec=config.spec, seed=config.seed)
-        _work(study, objective, StudyLock(prepared.storage, config.study_name), config, after_trial)
-    return summarize(study, config.storage_url, n_target=config.n_trials, new_trials=len(outcomes), wall_seconds=time.perf_counter() - started, outcomes=outcomes)
+        _work(study, objective, StudyLock(prepared.storage, config.study_name), config, after_trial, stop=lambda: bool(converged))
+    result = summarize(study, config.storage_url, n_target=config.n_trials, new_trials=len(outcomes), wall_seconds=time.perf_counter() - started, outcomes=outcomes)
+    return replace(result, converged=converged[-1] if converged else None)
 
 
 _RAN, _WAIT, _DONE = "ran", "wait", "done"
 
 
-def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], lock: StudyLock, config: RunConfig, after_trial) -> None:
+def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], lock: StudyLock, config: RunConfig, after_trial, stop: Callable[[], bool]) -> None:
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     backoff = _Backoff(config.reconnect_timeout, config.storage_url)
-    while deadline is None or time.monotonic() < deadline:
+    while (deadline is None or time.monotonic() < deadline) and not stop():
         try:
             step = _next_trial(study, objective, lock, config.n_trials, after_trial)
         except Exception as exc:
@@ -340,6 +368,7 @@ def _record_provenance(study: optuna.Study, config: RunConfig) -> None:
             "validation_fraction": spec.validation_fraction,
             "split_seed": spec.split_seed,
             "data_options": asdict(spec.data_options),
+            "objectives": list(spec.objectives),
             "seed": config.seed,
             "steps_per_execution": spec.training.steps_per_execution,
             "jit_compile": spec.training.jit_compile,

@@ -12,6 +12,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from tuner.convergence import estimate_convergence
 from tuner.errors import ConfigError, StorageError, StudyNotFoundError
 
 __all__ = [
@@ -45,6 +46,7 @@ class StudyInfo:
     best_value: float | None
     best_trial: int | None
     best_val_accuracy: float | None
+    convergence: str = ""  # how much the best value moved over the last trials (tuner.convergence)
 
 
 def mask_url(url: str) -> str:
@@ -156,6 +158,7 @@ def list_studies(url: str) -> list[StudyInfo]:
                 best_value=best.value if best else None,
                 best_trial=best.number if best else None,
                 best_val_accuracy=best.user_attrs.get("val_accuracy") if best else None,
+                convergence=estimate_convergence(study).describe(),
             )
         )
     return infos

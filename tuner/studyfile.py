@@ -38,6 +38,7 @@ __all__ = [
 OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
 DATASETS = ("mnist", "fashion_mnist")
 SAMPLERS = ("tpe", "random")
+OBJECTIVES = ("val_loss", "params", "latency")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 
 
@@ -144,6 +145,9 @@ class StudySpec:
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     baselines: bool = True
+    objectives: tuple[str, ...] = ("val_loss", "params", "latency")  # axes of the accuracy-against-cost front
+    convergence_window: int = 20  # trials over which the best value's recent gain is measured
+    convergence_tolerance: float = 0.01  # converged: recent gain below this fraction of the best value
     space: Mapping[str, ParamSpec] = field(
         default_factory=lambda: MappingProxyType({k: Fixed(r.default) for k, r in PARAMETERS.items()})
     )
@@ -195,7 +199,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     training = check.table(document, "training")
     space = check.table(document, "space")
 
-    check.keys(study, "study", {"name", "baselines"})
+    check.keys(study, "study", {"name", "baselines", "objectives", "convergence_window", "convergence_tolerance"})
     check.keys(data, "data", {"dataset", "validation_fraction", "split_seed", "label_column", "image_size", "color", "test_fraction"})
     check.keys(sampler, "sampler", {"kind", "seed", "n_startup_trials"})
     check.keys(pruner, "pruner", set(PrunerSpec.__dataclass_fields__))
@@ -240,6 +244,14 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     if not label_column.strip():
         check.fail("data.label_column", "must not be empty")
 
+    objectives = check.value(study, "study", "objectives", list, list(defaults.objectives))
+    if not objectives or any(item not in OBJECTIVES for item in objectives) or len(set(objectives)) != len(objectives):
+        check.fail("study.objectives", f"must be a list of distinct names from {', '.join(OBJECTIVES)}, got {objectives!r}")
+    window = check.integer(study, "study", "convergence_window", defaults.convergence_window, minimum=2)
+    tolerance = check.number(study, "study", "convergence_tolerance", defaults.convergence_tolerance)
+    if not 0.0 <= tolerance < 1.0:
+        check.fail("study.convergence_tolerance", f"must be at least 0 and below 1, got {tolerance}")
+
     params = {key: check.param(key, space[key]) if key in space else Fixed(rule.default) for key, rule in PARAMETERS.items()}
     return StudySpec(
         name=name,
@@ -254,6 +266,9 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
         pruner=pruner_spec,
         training=training_spec,
         baselines=check.value(study, "study", "baselines", bool, True),
+        objectives=tuple(objectives),
+        convergence_window=window,
+        convergence_tolerance=float(tolerance),
         space=MappingProxyType(params),
         source=source,
     )

@@ -130,6 +130,8 @@ def _worker_environment(config: RunConfig, threads: int) -> dict[str, str]:
         env["TUNER_DATA"] = config.data_path
     if config.timeout is not None:
         env["TUNER_TIMEOUT"] = str(config.timeout)
+    if config.until_converged:
+        env["TUNER_UNTIL_CONVERGED"] = "1"
     return env
 
 

@@ -26,9 +26,11 @@ from tuner.cli.options import storage_option
 )
 @click.option("--refit-full/--no-refit-full", default=True, show_default=True, help="Train on the validation part too, not only on the training part.")
 @click.option("--force", is_flag=True, help="Replace an existing export in --out.")
+@click.option("--max-params", type=click.IntRange(min=1), metavar="N", help="Export the most accurate trial with at most N parameters.")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="MS", help="Export the most accurate trial whose CPU inference takes at most MS per sample.")
 @click.option("--threads", type=click.IntRange(min=1), envvar="TUNER_THREADS", help="TensorFlow threads for this process [default: all cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the result.")
-def export_best(study_name, storage, trial_number, out, data_path, refit_full, force, threads, quiet) -> None:
+def export_best(study_name, storage, trial_number, out, data_path, refit_full, force, max_params, max_latency_ms, threads, quiet) -> None:
     """Retrain the best trial (or --trial N), score it once on the test set, save model.keras and model.json."""
     from tuner.export import export_best as run_export
     from tuner.storage import DEFAULT_STORAGE
@@ -71,6 +73,8 @@ def export_best(study_name, storage, trial_number, out, data_path, refit_full, f
             data_path=data_path,
             refit_full=refit_full,
             force=force,
+            max_params=max_params,
+            max_latency_ms=max_latency_ms,
             on_start=on_start,
             on_epoch=on_epoch,
         )

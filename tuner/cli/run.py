@@ -40,10 +40,38 @@ from tuner.cli.options import data_option, output_console, storage_option, study
     help="How long to keep retrying a database that stopped answering [env TUNER_RECONNECT_TIMEOUT; default 300].",
 )
 @click.option("--baselines/--no-baselines", default=None, help="Enqueue the tutorial's configurations as the first trials of a new study [default on].")
+@click.option("--warm-start-from", metavar="STUDY", envvar="TUNER_WARM_START_FROM", help="Seed a new study with the best configurations of STUDY.")
+@click.option("--warm-start-storage", metavar="URL", envvar="TUNER_WARM_START_STORAGE", help="Storage of --warm-start-from [default: --storage].")
+@click.option("--top", "warm_start_top", type=int, envvar="TUNER_WARM_START_TOP", help="How many of its best trials to start from [default 5].")
+@click.option(
+    "--until-converged",
+    is_flag=True,
+    default=None,
+    envvar="TUNER_UNTIL_CONVERGED",
+    help="Stop early once the best value stopped improving (see the study file's convergence settings).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every trial.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the summary.")
 def run(
-    n_trials, timeout, study_name, storage, study_file, data_path, seed, threads, workers, heartbeat_interval, grace_period, reconnect_timeout, baselines, verbose, quiet
+    n_trials,
+    timeout,
+    study_name,
+    storage,
+    study_file,
+    data_path,
+    seed,
+    threads,
+    workers,
+    heartbeat_interval,
+    grace_period,
+    reconnect_timeout,
+    baselines,
+    warm_start_from,
+    warm_start_storage,
+    warm_start_top,
+    until_converged,
+    verbose,
+    quiet,
 ) -> None:
     """Search hyperparameters; resumes the study until it holds --trials finished trials.
 
@@ -70,6 +98,10 @@ def run(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
         reconnect_timeout=reconnect_timeout,
+        warm_start_from=warm_start_from,
+        warm_start_storage=warm_start_storage,
+        warm_start_top=warm_start_top,
+        until_converged=until_converged,
     )
     optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices: one new model per trial is expected
@@ -82,6 +114,7 @@ def run(
         TextColumn("eta"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[best]}"),
+        TextColumn("[dim]{task.fields[gain]}"),
         console=console,
         transient=False,
     )
@@ -91,6 +124,8 @@ def run(
         nonlocal task
         console.print(f"study [bold]{start.study_name}[/] in {start.storage}")
         console.print(f"data {start.data_source}: {start.n_train} train / {start.n_val} validation samples (test set unused)")
+        if start.n_warm_started:
+            console.print(f"warm start: enqueued the {start.n_warm_started} best configurations of study {start.warm_start_source}")
         if start.n_baselines_enqueued:
             console.print(f"enqueued {start.n_baselines_enqueued} tutorial baselines as the first trials")
         if start.n_finished_before:
@@ -100,12 +135,15 @@ def run(
 
             console.print(f"{config.workers} worker processes, {threads_per_worker(workers=config.workers, threads=config.threads)} TensorFlow threads each")
         progress.start()
-        task = progress.add_task("trials", total=start.n_target, completed=min(start.n_finished_before, start.n_target), best="")
+        task = progress.add_task("trials", total=start.n_target, completed=min(start.n_finished_before, start.n_target), best="", gain="")
 
     def on_trial_end(outcome, n_finished, best) -> None:
         progress.update(task, completed=min(n_finished, config.n_trials), best=_best_label(best))
         if verbose and outcome.reason:
             progress.console.print(f"trial {outcome.number} failed: {outcome.reason}")
+
+    def on_convergence(estimate) -> None:
+        progress.update(task, gain=estimate.describe())
 
     def on_progress(state) -> None:
         progress.update(task, completed=min(state.n_finished, config.n_trials), best=_best_label(state.best))
@@ -116,7 +154,7 @@ def run(
 
             result = run_workers(config, on_start=on_start, on_progress=on_progress)
         else:
-            result = run_study(config, on_start=on_start, on_trial_end=on_trial_end)
+            result = run_study(config, on_start=on_start, on_trial_end=on_trial_end, on_convergence=on_convergence)
     except KeyboardInterrupt:
         progress.stop()
         what = "the running trial was" if config.workers == 1 else "every worker stopped; their running trials were"
@@ -145,6 +183,8 @@ def _print_summary(result) -> None:
         str(counts["COMPLETE"]), str(counts["PRUNED"]), str(counts["FAIL"]), str(counts["RUNNING"]), str(result.new_trials), f"{result.wall_seconds:.1f}s"
     )
     out.print(table)
+    if getattr(result, "converged", None) is not None:
+        out.print(f"stopped early: converged ({result.converged.describe()}); more trials are unlikely to help")
     if result.n_retried:
         out.print(f"{result.n_retried} trial(s) of dead workers failed and were retried (system attribute retry_history)")
     best = result.best
@@ -175,7 +215,7 @@ def studies(storage) -> None:
     infos = list_studies(url)
     out = output_console()
     table = Table(title=describe_storage(url))
-    for column in ("study", "trials", "complete", "pruned", "failed", "running", "best value", "best acc", "best #"):
+    for column in ("study", "trials", "complete", "pruned", "failed", "running", "best value", "best acc", "best #", "convergence"):
         table.add_column(column, justify="left" if column == "study" else "right")
     for info in infos:
         table.add_row(
@@ -188,5 +228,6 @@ def studies(storage) -> None:
             _fmt(info.best_value),
             _fmt(info.best_val_accuracy),
             "-" if info.best_trial is None else str(info.best_trial),
+            info.convergence,
         )
     out.print(table if infos else f"no studies in {describe_storage(url)}")

@@ -16,9 +16,7 @@ from tuner.cli.options import output_console, storage_option, study_option
 @storage_option
 @click.option(
     "--objectives",
-    default="val_loss,params,latency",
-    show_default=True,
-    help="Comma-separated axes, all minimised: val_loss, params, latency (CPU ms per sample).",
+    help="Comma-separated axes, all minimised: val_loss, params, latency (CPU ms per sample) [default: the study file's objectives].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def pareto(study_name, storage, objectives, as_json) -> None:
@@ -27,6 +25,8 @@ def pareto(study_name, storage, objectives, as_json) -> None:
     from tuner.storage import DEFAULT_STORAGE, load_study
 
     study = load_study(storage or DEFAULT_STORAGE, study_name)
+    if objectives is None:
+        objectives = ",".join((study.user_attrs.get("tuner") or {}).get("objectives") or ["val_loss", "params", "latency"])
     front = pareto_front(study, objectives=[name.strip() for name in objectives.split(",") if name.strip()])
     if as_json:
         click.echo(json.dumps([point.__dict__ for point in front], indent=2))
