@@ -54,7 +54,7 @@ def test_baselines_fit_the_space():
     fitted = baseline_params(spec)
     assert len(fitted) == len(BASELINES) == 3
     assert fitted[0]["n_layers"] == 0 and "units" not in fitted[0]
-    assert fitted[2] == {"n_layers": 2, "units": 128, "dropout": 0.3, "optimizer": "adam", "learning_rate": 0.001, "batch_size": 128, "epochs": 20, "l2": 1e-8}
+    assert fitted[2] == {"n_layers": 2, "units": 128, "dropout": 0.3, "optimizer": "adam", "learning_rate": 0.001, "batch_size": 128, "epochs": 30, "l2": 1e-8}
     adam_only = parse_study({"space": {"optimizer": {"choices": ["adam"]}, "learning_rate": {"low": 0.01, "high": 0.2}}})
     kept = baseline_params(adam_only)
     assert [b["optimizer"] for b in kept] == ["adam"] and kept[0]["learning_rate"] == 0.01  # clipped into range

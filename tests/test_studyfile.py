@@ -18,7 +18,7 @@ def test_default_study_file_covers_the_tutorial_space():
     assert isinstance(spec.space["l2"], FloatRange) and spec.space["l2"].log
     assert set(spec.space["optimizer"].choices) == {"sgd", "sgd_momentum", "rmsprop", "adam"}
     assert spec.sampler.kind == "tpe" and spec.pruner.kind == "median"
-    assert spec.max_epochs == 20
+    assert spec.max_epochs == 30
 
 
 def test_missing_parameters_are_fixed_at_defaults_and_plain_values_fix_a_parameter():
