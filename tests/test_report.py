@@ -92,6 +92,7 @@ def test_report_of_a_tuner_run(trained_study, tmp_path):
     assert page.count('class="plotly-graph-div"') == len(result.figures)
     for title in ("Trials by state", CURVES_TITLE, HISTORY_TITLE, "Parameter importances", "Parallel coordinates", "Slice plots"):
         assert title in result.figures
+    assert "Accuracy against cost: validation loss vs parameters" in result.figures  # every tuner trial records n_params
     assert top_table_trial_numbers(page)[0] == study.best_trial.number
     assert not result.has_export and any(note.startswith("Final model: no final model yet") for note in result.notes)
 

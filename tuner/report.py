@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from tuner.errors import ConfigError
+from tuner.pareto import pareto_trials
 from tuner.storage import describe_storage, load_study
 
 __all__ = ["ReportResult", "build_report", "TOP_TRIALS", "CONTOUR_PARAMS"]
@@ -128,6 +129,7 @@ def _search_sections(study: optuna.Study, trials: list[FrozenTrial], complete: l
     sections.append(_plot("Parallel coordinates", vis.plot_parallel_coordinate, study, target_name=OBJECTIVE_NAME))
     sections.append(_plot("Slice plots", vis.plot_slice, study, target_name=OBJECTIVE_NAME))
     sections.append(_contour_section(study, complete))
+    sections.append(_pareto_section(study, complete))
     sections.append(_Section(f"Top {min(TOP_TRIALS, len(complete))} trials", html=_top_trials_table(study, complete)))
     return sections
 
@@ -154,6 +156,31 @@ def _contour_section(study: optuna.Study, complete: list[FrozenTrial]) -> _Secti
             note=f"needs two completed trials with hidden layers and different values of both parameters ({len(both)} completed trials have both)",
         )
     return _plot(title, vis.plot_contour, study, params=list(CONTOUR_PARAMS), target_name=OBJECTIVE_NAME)
+
+
+def _pareto_section(study: optuna.Study, complete: list[FrozenTrial]) -> _Section:
+    """Validation loss against parameter count; the front is computed by tuner.pareto (our own figure:
+    optuna's plot_pareto_front needs a multi-objective study, and ours stays single-objective)."""
+    title = "Accuracy against cost: validation loss vs parameters"
+    sized = [t for t in complete if t.user_attrs.get("n_params")]
+    if len(sized) < 2:
+        return _Section(title, note="needs two completed trials with a parameter count")
+    front = {p.number for p in pareto_trials(study, objectives=("val_loss", "params"))}
+    figure = go.Figure()
+    for on_front, name, color in ((False, "other trials", "#b0b0b0"), (True, "Pareto front", "#d62728")):
+        points = sorted((t for t in sized if (t.number in front) == on_front), key=lambda t: t.user_attrs["n_params"])
+        figure.add_trace(
+            go.Scatter(
+                x=[t.user_attrs["n_params"] for t in points],
+                y=[t.value for t in points],
+                mode="lines+markers" if on_front else "markers",
+                name=name,
+                marker_color=color,
+                text=[f"trial {t.number}, val acc {_fmt(t.user_attrs.get('val_accuracy'))}" for t in points],
+            )
+        )
+    figure.update_layout(xaxis_title="parameters", xaxis_type="log", yaxis_title=OBJECTIVE_NAME, height=420, margin={"t": 30})
+    return _Section(title, figure=figure)
 
 
 def _state_counts_figure(trials: list[FrozenTrial]) -> go.Figure:
