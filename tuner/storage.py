@@ -78,7 +78,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int 
     engine_kwargs: dict = {}
     if backend == "sqlite":
         database = parsed.database or ""
-        if must_exist and (not database or not Path(database).is_file()):
+        if must_exist and not _is_file(database):
             raise StudyNotFoundError(f"no study database at {Path(database).resolve() if database else url} (run 'tuner run' first or pass --storage)")
         # Several local workers share the file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -117,7 +117,8 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int 
         raise ConfigError(f"invalid storage URL {mask_url(url)!r}: {first_line(exc)}") from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise ConfigError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
+        # (Optuna wraps what fails inside its own sessions, such as a role without rights on the tables.)
         raise StorageError(f"cannot open storage {storage_location(url)}: {first_line(exc)}") from None
     if backend == "sqlite":
         _enable_wal(storage)
@@ -162,6 +163,13 @@ def list_studies(url: str) -> list[StudyInfo]:
             )
         )
     return infos
+
+
+def _is_file(database: str) -> bool:
+    try:
+        return bool(database) and Path(database).is_file()
+    except (OSError, ValueError):  # a name the file system refuses (too long, NUL) names no database
+        return False
 
 
 def _enable_wal(storage: optuna.storages.RDBStorage) -> None:
@@ -221,8 +229,10 @@ class StudyLock:
     needs another trial and releases it once that trial is RUNNING, so that N workers never start
     more than the N-th trial between them, and trial numbers stay 0..N-1. PostgreSQL and MySQL
     release the lock when the holder's connection drops (a killed worker never blocks the others).
-    SQLite is local, so an advisory ``flock`` on the database file does (for all its studies at once);
-    SQLite itself locks with POSIX byte-range locks, which ``flock`` does not interfere with.
+    SQLite is local, so an advisory ``flock`` on a lock file beside the database does (for all its
+    studies at once). Never on the database file itself: closing any descriptor of that file drops
+    every POSIX lock SQLite holds on it in this process, after which another process can delete the
+    WAL file under a live connection and that connection's later writes are lost.
     """
 
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
@@ -283,7 +293,7 @@ class StudyLock:
         database = self._engine.url.database
         if not database or database == ":memory:":
             return _NoLock()  # an in-memory database has a single process
-        handle = open(database, "rb")
+        handle = open(f"{database}.lock", "ab")  # noqa: SIM115 (the open handle is the lock)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         except BaseException:
