@@ -22,7 +22,7 @@ SETTLE = 10  # trials before the baseline reading: TensorFlow's one-off allocati
 
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
-    p.add_argument("--trials", type=int, default=None, help="trials (default 60 quick, 200 full)")
+    p.add_argument("--trials", type=int, default=None, help="trials (default 50 quick, 200 full)")
     p.add_argument("--train-limit", type=int, default=None, help="training samples (default 2000 quick, 5000 full)")
     args = p.parse_args()
     start_tensorflow(args.threads)
@@ -32,9 +32,12 @@ def main() -> None:
     from tuner.runner import run_study
     from tuner.studyfile import Fixed
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     process = psutil.Process()
     limit = args.train_limit or (2000 if args.quick else 5000)
-    n_trials = args.trials or (60 if args.quick else 200)
+    n_trials = args.trials or (50 if args.quick else 200)
     readings: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_path = small_dataset(args.data, limit, Path(tmp))

@@ -27,13 +27,13 @@ WIDE = {"n_layers": 2, "units": 1024, "dropout": 0.0, "optimizer": "adam", "lear
 
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
-    p.add_argument("--repeats", type=int, default=None, help="pairs of arms per figure, doubled for item 1 (default 2 quick, 3 full)")
+    p.add_argument("--repeats", type=int, default=None, help="pairs of arms per figure, one more for item 1 (default 2 quick, 3 full)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per fit (default 3 quick, 5 full)")
     args = p.parse_args()
     start_tensorflow(args.threads)
     repeats = args.repeats or (2 if args.quick else 3)
     epochs = args.epochs or (3 if args.quick else 5)
-    data = tuning_data(args.data, train_limit=20_000 if args.quick else None)
+    data = tuning_data(args.data, train_limit=15_000 if args.quick else None)
 
     from tuner.studyfile import default_study_file, load_study_file
 
@@ -46,7 +46,7 @@ def main() -> None:
         "tuner_training": vars(spec.training) | {},
         "versions": versions(),
     }
-    result["trial_overhead"] = trial_overhead(data, spec, epochs=epochs, repeats=2 * repeats)
+    result["trial_overhead"] = trial_overhead(data, spec, epochs=epochs, repeats=repeats + 1)
     result["small_model"] = small_model(data, spec, epochs=epochs, repeats=repeats)
     result["wide_model"] = wide_model(data, spec, epochs=max(2, epochs - 1), repeats=max(1, repeats - 1))
     emit("overhead", result, args.out)

@@ -47,21 +47,20 @@ def main() -> None:
             results[name] = {"error": f"exit code {completed.returncode}, no JSON on stdout"}
         if completed.returncode:
             results[name].setdefault("error", f"exit code {completed.returncode}")
+        elif not _flags(name, data=args.data, out=args.out, quick=args.quick):
+            args.out.mkdir(parents=True, exist_ok=True)  # it printed its JSON without keeping a copy
+            (args.out / f"{name}.json").write_text(json.dumps(results[name], indent=2) + "\n")
     rows = figures(results)
     print(table(rows), file=sys.stderr)
     emit("summary", {"quick": args.quick, "seconds": timings, "figures": rows}, args.out)
 
 
 def _flags(name: str, *, data: str, out: Path, quick: bool) -> list[str]:
-    """The suite's flags, each passed only to a benchmark that takes it (workers.py is written elsewhere)."""
+    """The suite's flags for a benchmark built on common.parser; others (workers.py) run with their own defaults."""
     source = (HERE / f"{name}.py").read_text()
-    shared_parser = "from benchmarks.common import" in source and "parser(" in source
-    wanted = {"--data": [data], "--out": [str(out)]} | ({"--quick": []} if quick else {})
-    command: list[str] = []
-    for flag, values in wanted.items():
-        if shared_parser or f'"{flag}"' in source:
-            command += [flag, *values]
-    return command
+    if not ("from benchmarks.common import" in source and "parser(" in source):
+        return []
+    return ["--data", data, "--out", str(out)] + (["--quick"] if quick else [])
 
 
 def figures(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -132,6 +132,8 @@ def _fill(study, size: int) -> None:
         for model, rows in ((models.TrialModel, trials), (models.TrialParamModel, params), (models.TrialValueModel, values), (models.TrialIntermediateValueModel, steps)):
             if rows:
                 connection.execute(model.__table__.insert(), rows)
+        if connection.dialect.name == "postgresql":  # trial ids were given, so move the id sequence past them
+            connection.exec_driver_sql("SELECT setval(pg_get_serial_sequence('trials', 'trial_id'), (SELECT MAX(trial_id) FROM trials))")
 
 
 def _bookkeeping(study, trials: int) -> list[tuple[float, float]]:
