@@ -8,6 +8,8 @@ arrays) and only scaled.
 
 from __future__ import annotations
 
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ _MIN_CONTRAST = 0.1  # less than this between paper and darkest stroke: there is
 _PAPER_SIZE = 64  # background estimation works on a copy this small
 _STROKE_SHARE = 0.3  # the filter spans this share of the picture: wider than any stroke of a digit
 _WORKING_SIZE = 512  # phone photos are shrunk to this first; a digit needs far fewer pixels
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # more than 8 bits per pixel
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,10 +42,13 @@ class InputBatch:
 def load_inputs(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) -> InputBatch:
     """Read one image or ``.npy`` file as rows of ``input_dim`` features."""
     path = Path(path)
-    if not path.exists():
-        raise InputImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputImageError(f"{path}: is a directory, not an image or .npy file")
+    try:
+        if not path.exists():
+            raise InputImageError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputImageError(f"{path}: is a directory, not an image or .npy file")
+    except (OSError, ValueError) as exc:  # e.g. a name too long for the file system
+        raise InputImageError(f"{path}: cannot read this path ({getattr(exc, 'strerror', None) or exc})") from None
     if path.suffix.lower() == ".npy":
         pixels = read_array(path, input_dim=input_dim)
         names = (str(path),) if len(pixels) == 1 else tuple(f"{path}[{i}]" for i in range(len(pixels)))
@@ -53,21 +59,32 @@ def load_inputs(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) -
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """A PNG/JPEG/BMP (any format Pillow reads, any size) as one 28x28 MNIST-style array."""
+    """A PNG/JPEG/BMP (any format Pillow reads, any size) as one 28x28 MNIST-style array.
+
+    8-bit, 16-bit and float pixels are scaled by their range; an animation gives its first frame.
+    A picture over Pillow's pixel limit (about 89 megapixels) is refused before it is decoded.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.draft("L", (_WORKING_SIZE, _WORKING_SIZE))  # JPEG only: decode at reduced size
-            image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
-            image.thumbnail((_WORKING_SIZE, _WORKING_SIZE))
-            gray = _grayscale(image)
+        with warnings.catch_warnings():
+            # Pillow only warns between its pixel limit and twice that; a picture that large is refused here, not decoded.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.draft("L", (_WORKING_SIZE, _WORKING_SIZE))  # JPEG only: decode at reduced size
+                image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+                image.thumbnail((_WORKING_SIZE, _WORKING_SIZE))
+                gray = _grayscale(image)
+    except InputImageError as exc:
+        raise InputImageError(f"{path}: {exc}") from None
     except UnidentifiedImageError:
         raise InputImageError(f"{path}: not an image (expected PNG, JPEG, BMP or a .npy array)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputImageError(f"{path}: the image is too large (over {Image.MAX_IMAGE_PIXELS:,} pixels); scale it down first") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         # Pillow reports truncated or corrupt files with any of these.
-        raise InputImageError(f"{path}: cannot read the image ({exc})") from None
+        raise InputImageError(f"{path}: cannot read the image ({_first_line(exc)})") from None
     try:
         return mnist_style(gray)
     except InputImageError as exc:
@@ -77,11 +94,30 @@ def read_image(path: str | Path) -> np.ndarray:
 def _grayscale(image) -> np.ndarray:
     from PIL import Image
 
+    if image.mode in _WIDE_MODES:
+        return _wide_grayscale(image)
     if "A" in image.getbands() or "transparency" in image.info:
         # Transparent areas are paper: put the drawing on white before dropping colour.
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def _wide_grayscale(image) -> np.ndarray:
+    """16-bit, 32-bit and float grayscale, scaled by its range: Pillow's conversion to 8 bits clips at 255."""
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise InputImageError("the image holds NaN or infinite pixel values")
+    low, high = float(values.min()), float(values.max())
+    if image.mode.startswith("I;16"):
+        full = 65535.0
+    elif low < 0 or high > 65535:
+        raise InputImageError(f"pixel values must lie in [0, 1], [0, 255] or [0, 65535], got [{low:g}, {high:g}]")
+    elif image.mode == "F" and high <= 1:
+        full = 1.0
+    else:  # 32-bit integers or floats: no fixed range, so the smallest usual one that holds the values
+        full = 255.0 if high <= 255 else 65535.0
+    return (values / full).astype(np.float32)
 
 
 def mnist_style(gray: np.ndarray) -> np.ndarray:

@@ -48,12 +48,15 @@ class PredictResult:
 def load_exported_model(model: str | Path) -> "keras.Model":
     """Load ``model.keras`` from an export directory (or the file itself) in Keras' safe mode."""
     path = Path(model)
-    if path.is_dir():
-        path = path / MODEL_FILE
-        if not path.is_file():
-            raise ModelError(f"{model}: no {MODEL_FILE} in this directory (export one with 'tuner export-best')")
-    elif not path.exists():
-        raise ModelError(f"model directory not found: {model}")
+    try:
+        if path.is_dir():
+            path = path / MODEL_FILE
+            if not path.is_file():
+                raise ModelError(f"{model}: no {MODEL_FILE} in this directory (export one with 'tuner export-best')")
+        elif not path.exists():
+            raise ModelError(f"model directory not found: {model}")
+    except (OSError, ValueError) as exc:  # e.g. a name too long for the file system
+        raise ModelError(f"{model}: cannot read the model path ({getattr(exc, 'strerror', None) or exc})") from None
     if not zipfile.is_zipfile(path):
         raise ModelError(f"{path}: not a Keras model archive (a .keras file is a zip archive); the export is damaged or incomplete")
     import keras
