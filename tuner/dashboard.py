@@ -81,6 +81,8 @@ def prepare_dashboard(*, storage_url: str, host: str = DEFAULT_HOST, port: int =
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(f"port {port} on {host} is already in use; choose another with --port") from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # names the IDNA codec cannot encode; ports past 65535
+        raise ConfigError(f"cannot listen on {host!r} port {port}: {exc}") from None
     bound_port = server.server_address[1]
     shown_host = f"[{host}]" if ":" in host else host
     return Dashboard(

@@ -9,6 +9,7 @@ Files are written to a temporary directory next to the target and renamed into p
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import shutil
@@ -118,6 +119,8 @@ def export_best(
     With ``max_params`` / ``max_latency_ms`` the best trial is the most accurate one within that budget.
     """
     started, started_at = time.perf_counter(), _now()
+    if data_path is not None and not data_path.strip():
+        raise ConfigError("--data must not be empty (leave it out to use the data the study was tuned on)")
     if out is not None:
         _check_target(Path(out), force=force)  # fail before anything slow
     study = load_study(storage_url, study_name)
@@ -329,6 +332,16 @@ def _evaluate(model: "keras.Model", final: FinalData) -> dict[str, Any]:
 
 def _check_target(target: Path, *, force: bool) -> None:
     """Refuse before training what the final rename would refuse, and never replace a non-export."""
+    try:
+        _check_target_path(target, force=force)
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ExportError(f"cannot use output path {target}: {exc.strerror or exc}") from None
+
+
+def _check_target_path(target: Path, *, force: bool) -> None:
+    writable = next((p for p in target.resolve().parents if p.exists()), None)
+    if writable is not None and not os.access(writable, os.W_OK):  # a read-only mount refuses even root
+        raise ExportError(f"cannot write to {writable} (read-only file system or no permission); any earlier export is unchanged")
     if not target.resolve().name:
         raise ExportError(f"output path {target} is a file system root; choose a directory for the export")
     if target.is_symlink() or (target.exists() and not target.is_dir()):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -82,11 +84,7 @@ def build_report(*, storage_url: str, study_name: str | None = None, out: str | 
     sections = _search_sections(study, trials, complete) + export.sections()
     page = _page(study, storage_url, counts, complete, sections)
     path = Path(out).expanduser().resolve()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    _write_atomically(path, page)
     return ReportResult(
         path=path,
         study_name=study.study_name,
@@ -347,6 +345,22 @@ def _history_section(history: Any) -> _Section:
     figure.update_xaxes(title_text="epoch")
     figure.update_layout(height=380, margin={"t": 40})
     return _Section(title, figure=figure)
+
+
+def _write_atomically(path: Path, page: str) -> None:
+    """Write next to ``path`` and rename over it: a full disk or a crash never leaves half a report, and an older one survives."""
+    temporary = path.with_name(f".tuner-report-{uuid.uuid4().hex[:8]}.tmp")  # short: any name that fits fits this too
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(page, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    finally:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass  # e.g. its directory could not be created: there is nothing to remove
 
 
 def _page(study: optuna.Study, storage_url: str, counts: dict[str, int], complete: list[FrozenTrial], sections: list[_Section]) -> str:
