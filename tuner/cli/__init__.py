@@ -22,10 +22,25 @@ class _TunerGroup(click.Group):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
+            _apply_env_file(self, ctx)
             return super().invoke(ctx)
         except TunerError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+
+
+def _apply_env_file(group: click.Group, ctx: click.Context) -> None:
+    """TUNER_* settings of ./.env, below flags and the environment (see tuner/cli/envfile.py)."""
+    from pathlib import Path
+
+    from tuner.cli.envfile import ENV_FILE, env_file_defaults, read_env_file
+
+    settings = read_env_file(Path.cwd() / ENV_FILE)
+    if settings:
+        defaults = env_file_defaults(group, settings)
+        for command, values in (ctx.default_map or {}).items():  # a caller's own default_map wins
+            defaults[command] = {**defaults.get(command, {}), **values}
+        ctx.default_map = defaults
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
