@@ -9,6 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# A developer's ./.env (the compose stack's, say) must not change what the tests run; tests/test_envfile.py turns it back on.
+os.environ.setdefault("TUNER_ENV_FILE", "")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MNIST_SMALL = FIXTURES / "mnist-small"

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TUNER_ENV_FILE", raising=False)  # conftest turns .env off for every other test
     return tmp_path
 
 
@@ -78,7 +79,20 @@ def test_unreadable_dotenv_is_one_config_error(cli, workdir, content):
     else:
         (workdir / ".env").write_bytes(content)
     result = invoke(cli, "studies")
-    assert result.exit_code == 2 and str(workdir / ".env") in _error(result)
+    assert result.exit_code == 2 and ".env" in _error(result)
+
+
+def test_tuner_env_file_names_another_file_or_turns_it_off(cli, workdir, monkeypatch):
+    (workdir / ".env").write_text("TUNER_TRIALS=0\n")
+    (workdir / "secrets.env").write_text("TUNER_TRIALS=-7\n")
+    args = ["run", "--data", workdir / "absent"]
+    monkeypatch.setenv("TUNER_ENV_FILE", str(workdir / "secrets.env"))
+    assert "got -7" in _error(invoke(cli, *args))
+    monkeypatch.setenv("TUNER_ENV_FILE", "")
+    assert "data path not found" in _error(invoke(cli, *args))  # neither file: the default of 100 trials is valid
+    monkeypatch.setenv("TUNER_ENV_FILE", str(workdir / "missing.env"))
+    result = invoke(cli, *args)
+    assert result.exit_code == 2 and "TUNER_ENV_FILE names" in _error(result) and "missing.env" in _error(result)
 
 
 def test_no_dotenv_changes_nothing(cli, workdir):

@@ -30,12 +30,11 @@ class _TunerGroup(click.Group):
 
 
 def _apply_env_file(group: click.Group, ctx: click.Context) -> None:
-    """TUNER_* settings of ./.env, below flags and the environment (see tuner/cli/envfile.py)."""
-    from pathlib import Path
+    """TUNER_* settings of ./.env (or $TUNER_ENV_FILE), below flags and the environment (see tuner/cli/envfile.py)."""
+    from tuner.cli.envfile import env_file_defaults, env_file_path, read_env_file
 
-    from tuner.cli.envfile import ENV_FILE, env_file_defaults, read_env_file
-
-    settings = read_env_file(Path.cwd() / ENV_FILE)
+    path, required = env_file_path(os.environ)
+    settings = read_env_file(path, required=required) if path is not None else {}
     if settings:
         defaults = env_file_defaults(group, settings)
         for command, values in (ctx.default_map or {}).items():  # a caller's own default_map wins

@@ -6,25 +6,35 @@ so nothing is written into ``os.environ``. Only TUNER_* names are taken: the sam
 compose stack's POSTGRES_* settings, and a ``.env`` that came with a cloned directory must not set
 PATH, LD_PRELOAD or PYTHONPATH for this process or the workers it starts. ``${NAME}`` expands from
 the file and the environment, so ``TUNER_STORAGE`` can reuse the stack's ``POSTGRES_PASSWORD``.
+``TUNER_ENV_FILE`` names another file (which must then exist); set empty, it turns the file off.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import click
 
 from tuner.errors import ConfigError
 
-__all__ = ["ENV_FILE", "read_env_file", "env_file_defaults"]
+__all__ = ["ENV_FILE", "ENV_FILE_VARIABLE", "env_file_path", "read_env_file", "env_file_defaults"]
 
 ENV_FILE = ".env"
+ENV_FILE_VARIABLE = "TUNER_ENV_FILE"
 PREFIX = "TUNER_"
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """The TUNER_* settings of a dotenv file; empty when there is no such file.
+def env_file_path(environ: Mapping[str, str]) -> tuple[Path | None, bool]:
+    """The dotenv file to read (None: turned off) and whether it must exist (it was named)."""
+    named = environ.get(ENV_FILE_VARIABLE)
+    if named is None:
+        return Path(ENV_FILE), False
+    return (Path(named).expanduser(), True) if named.strip() else (None, False)
+
+
+def read_env_file(path: Path, *, required: bool = False) -> dict[str, str]:
+    """The TUNER_* settings of a dotenv file; empty when there is no such file and it is not ``required``.
 
     Empty values count as unset, as click treats empty environment variables.
     """
@@ -32,6 +42,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
     try:
         if not path.exists():
+            if required:
+                raise ConfigError(f"{ENV_FILE_VARIABLE} names {path}, which does not exist")
             return {}
         if not path.is_file():
             raise ConfigError(f"{path} is not a file; remove it or make it a dotenv file of NAME=value lines")
