@@ -147,6 +147,7 @@ def test_dashboard_lists_the_study_and_its_trials(browser, trained_study, tmp_pa
         browser.save_screenshot(str(tmp_path / "dashboard-trials.png"))
         assert listed == {str(trial.number) for trial in trials}
         assert console_errors(browser) == []
+        browser.get("about:blank")  # the dashboard page polls; leave it before its server stops
     assert process.returncode == 0, process.stderr.read()
 
 
@@ -155,6 +156,8 @@ def check_report_page(driver, path: Path, screenshot: Path) -> dict:
     from selenium.webdriver.common.by import By
 
     expected = path.read_text().count('class="plotly-graph-div"')
+    driver.get("about:blank")
+    console_errors(driver)  # drain what earlier pages logged: only this page's errors count
     driver.get(path.as_uri())
     drawn = "return [...document.querySelectorAll('.plotly-graph-div')].map(d => [d.querySelectorAll('svg.main-svg').length, (d._fullData || []).length])"
     wait_for(driver, lambda d: len(d.execute_script(drawn)) == expected and all(svgs and traces for svgs, traces in d.execute_script(drawn)), "plotly figures did not render")

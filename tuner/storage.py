@@ -79,7 +79,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int 
     if backend == "sqlite":
         database = parsed.database or ""
         if must_exist and not _is_file(database):
-            raise StudyNotFoundError(f"no study database at {Path(database).resolve() if database else url} (run 'tuner run' first or pass --storage)")
+            raise StudyNotFoundError(f"no study database at {_absolute(database) if database else mask_url(url)} (run 'tuner run' first or pass --storage)")
         # Several local workers share the file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
@@ -163,6 +163,13 @@ def list_studies(url: str) -> list[StudyInfo]:
             )
         )
     return infos
+
+
+def _absolute(database: str) -> str:
+    try:
+        return str(Path(database).resolve())
+    except (OSError, ValueError):  # a name the file system refuses: show it as given
+        return database
 
 
 def _is_file(database: str) -> bool:
