@@ -21,7 +21,7 @@ from tuner.storage import open_storage
 from tuner.studyfile import PARAMETERS, StudySpec, load_study_file, parse_study
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-FUZZ_SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ_SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 KNOWN_KEYS = ["study", "data", "sampler", "pruner", "training", "space", "name", "kind", "seed", "low", "high", "log", "step", "choices", *PARAMETERS]
 scalars = st.one_of(
