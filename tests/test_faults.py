@@ -128,8 +128,13 @@ def _sqlite_check(path: Path) -> str:
 
 
 def _running(path: Path) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
-        return connection.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            return connection.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc) or "unable to open" in str(exc):
+            return 0  # killed before Optuna created its tables: nothing can be running
+        raise
 
 
 def _wal_stamp(path: Path) -> tuple[int, int] | None:
