@@ -219,12 +219,13 @@ def account(servers):
     server = make_url(servers.url("postgresql"))  # skips (or fails in CI) like every server test
     role = f"tuner_sec_{secrets.token_hex(4)}"
     password = f"S3cretPw{secrets.token_hex(6)}"
-    engine = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    # pool_pre_ping: tests/test_faults.py restarts the server, and a shared machine may run it meanwhile.
+    engine = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     quote = engine.dialect.identifier_preparer.quote  # identifiers cannot be bound; the password can
     with engine.connect() as connection:
         connection.exec_driver_sql(f"CREATE ROLE {quote(role)} LOGIN PASSWORD %s", (password,))
         connection.exec_driver_sql(f"CREATE DATABASE {quote(role)} OWNER {quote(role)}")
-    admin = sqlalchemy.create_engine(server.set(database=role), isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(server.set(database=role), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         yield Account(url=server.set(username=role, password=password, database=role).render_as_string(hide_password=False), password=password, role=role, admin=admin)
     finally:
@@ -290,7 +291,11 @@ def interrupted_run(account, tmp_path_factory):
     _wait(lambda: _finished(account.url, SHELL_NAME) >= 3, process, "3 trials did not finish")
     worker_commands = [Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode() for child in _children(process.pid)]
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    try:
+        stdout, stderr = process.communicate(timeout=180)  # the workers get 30 s to record their trials
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"tuner run --workers 2 did not stop after Ctrl-C: {process.communicate()}") from None
     return cwd, process.returncode, stdout + stderr, worker_commands
 
 
