@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -71,6 +72,18 @@ def test_environment_settings_and_flags_take_precedence(cli, tiny_study_file, tm
     assert len(_trials(flag_url, "from-flag")) == 1
     listing = invoke(cli, "studies", env=env)
     assert listing.exit_code == 0 and "from-env" in listing.stdout and "from-flag" not in listing.stdout
+
+
+def test_studies_prints_a_long_name_whole_and_as_json(cli, tiny_study_file, sqlite_url):
+    long_name = "a study name long enough to be wrapped by a narrow table " * 2
+    args = ("--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
+    assert invoke(cli, "run", "--trials", 1, "--study", long_name, *args).exit_code == 0
+    table = invoke(cli, "studies", "--storage", sqlite_url)
+    assert table.exit_code == 0 and long_name in table.stdout
+    listing = invoke(cli, "studies", "--storage", sqlite_url, "--json")
+    assert listing.exit_code == 0, listing.output
+    (info,) = json.loads(listing.stdout)
+    assert info["name"] == long_name and info["n_trials"] == 1 and info["n_complete"] + info["n_pruned"] + info["n_fail"] == 1
 
 
 def test_nan_trial_is_failed_with_reason_and_the_study_goes_on(cli, tmp_path, sqlite_url):

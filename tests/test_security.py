@@ -10,6 +10,7 @@ tests/test_predict.py; here a refused model and data file must also run none of 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import pickle
 import secrets
@@ -320,6 +321,7 @@ def test_studies_export_report_and_pareto_hide_the_password(account, interrupted
     outputs = []
     for args in (
         ["studies"],
+        ["studies", "--json"],
         ["export-best", "--study", SHELL_NAME, "--out", "model"],
         ["report", "--study", SHELL_NAME, "--out", "report.html"],
         ["pareto", "--study", SHELL_NAME],
@@ -329,7 +331,8 @@ def test_studies_export_report_and_pareto_hide_the_password(account, interrupted
         result = invoke(runner, *args, env=env)
         outputs.append(result.output)
         assert result.exit_code == (4 if "no such study" in args else 0), result.output
-    assert SHELL_NAME in outputs[0] and "model.keras" in outputs[1] and "report.html" in outputs[2]
+    assert SHELL_NAME in outputs[0] and SHELL_NAME in {info["name"] for info in json.loads(outputs[1])}
+    assert "model.keras" in outputs[2] and "report.html" in outputs[3]
     assert account.password not in "".join(outputs)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {"model.keras", "model.json", "report.html"} <= {p.name for p in files}

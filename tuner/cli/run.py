@@ -207,16 +207,28 @@ def _fmt(value) -> str:
 
 @main.command()
 @storage_option
-def studies(storage) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of studies.")
+def studies(storage, as_json) -> None:
     """List the studies in a storage with trial counts and best values."""
+    import dataclasses
+    import json
+
     from tuner.storage import DEFAULT_STORAGE, describe_storage, list_studies
 
     url = storage or DEFAULT_STORAGE
     infos = list_studies(url)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
+        return
     out = output_console()
     table = Table(title=describe_storage(url))
+    # A study name is what users copy into --study, so it is never cut; the other columns give way.
+    name_width = max((len(info.name) for info in infos), default=5)
     for column in ("study", "trials", "complete", "pruned", "failed", "running", "best value", "best acc", "best #", "convergence"):
-        table.add_column(column, justify="left" if column == "study" else "right")
+        if column == "study":
+            table.add_column(column, justify="left", min_width=min(name_width, 120), overflow="fold")
+        else:
+            table.add_column(column, justify="right")
     for info in infos:
         table.add_row(
             info.name,
