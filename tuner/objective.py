@@ -40,9 +40,17 @@ class Objective:
     def _train(self, trial: optuna.Trial) -> float:
         import keras
 
-        from tuner.training import EpochMonitor, measure_latency_ms
+        from tuner.training import releasing_custom_gradients
 
         keras.backend.clear_session(free_memory=True)
+        with releasing_custom_gradients():
+            return self._fit(trial)
+
+    def _fit(self, trial: optuna.Trial) -> float:
+        import keras
+
+        from tuner.training import EpochMonitor, measure_latency_ms
+
         keras.utils.set_random_seed(self.seed + trial.number)
         model, params = build_model(
             trial, self.spec.space, input_dim=self.data.input_dim, n_classes=self.data.n_classes, training=self.spec.training

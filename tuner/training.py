@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -10,7 +12,7 @@ import optuna
 
 from tuner.errors import TrialError
 
-__all__ = ["EpochMonitor", "OBJECTIVE_METRIC", "configure_threads", "measure_latency_ms"]
+__all__ = ["EpochMonitor", "OBJECTIVE_METRIC", "configure_threads", "measure_latency_ms", "releasing_custom_gradients"]
 
 OBJECTIVE_METRIC = "val_xent"  # validation cross-entropy, without the L2 penalty
 
@@ -86,3 +88,26 @@ def measure_latency_ms(model: keras.Model, x, *, batch: int = 256, repeats: int 
         model(sample, training=False)
         best = min(best, time.perf_counter() - started)
     return 1000.0 * best / len(sample)
+
+
+@contextlib.contextmanager
+def releasing_custom_gradients() -> Iterator[None]:
+    """Forget the gradient functions TensorFlow registered while the block ran.
+
+    Each traced train step registers a ``CustomGradient-<uid>`` function in TensorFlow's global gradient
+    registry (Keras' optimizer all-reduce uses ``tf.custom_gradient``). The registry is never emptied,
+    not even by ``keras.backend.clear_session()``, and each entry pins its whole traced graph: about
+    8 MB per trial (tensorflow/tensorflow#97697, #80895). Entries from earlier blocks are left alone.
+    """
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    if not isinstance(registry, dict):  # a TensorFlow whose registry moved: nothing we can release
+        yield
+        return
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for name in [name for name in registry if name not in before and name.startswith("CustomGradient-")]:
+            del registry[name]
