@@ -175,3 +175,18 @@ def test_ctrl_c_marks_the_running_trial_failed_and_exits_with_a_resume_hint(tmp_
     assert "Resume with: tuner run --trials 5" in stderr
     states = [t.state for t in _trials(url)]
     assert TrialState.RUNNING not in states and TrialState.FAIL in states
+
+
+def test_a_database_error_after_opening_is_one_line_and_exit_4(cli, trained_study, tmp_path):
+    import sqlite3
+
+    url, name = trained_study
+    damaged = tmp_path / "damaged.db"
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as source, sqlite3.connect(damaged) as copy:
+        source.backup(copy)  # (a file copy would miss what is still in the write-ahead log)
+        copy.execute("ALTER TABLE trials DROP COLUMN datetime_start")  # the storage still opens; reading its trials fails
+    for args in (["studies"], ["report", "--study", name, "--out", str(tmp_path / "r.html")], ["pareto", "--study", name]):
+        result = invoke(cli, *args, "--storage", f"sqlite:///{damaged}")
+        assert result.exit_code == 4, result.output
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: the study database failed: "), result.stderr
+        assert "no such column: trials.datetime_start" in result.stderr and "Traceback" not in result.output

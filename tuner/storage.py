@@ -24,6 +24,7 @@ __all__ = [
     "load_study",
     "list_studies",
     "StudyLock",
+    "storage_failure",
     "is_connection_error",
     "first_line",
     "storage_location",
@@ -216,6 +217,19 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)):
         return True
     return isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated
+
+
+def storage_failure(exc: BaseException) -> StorageError | None:
+    """The one-line ``StorageError`` for a database error raised after the storage was opened, else None.
+
+    A server that goes away, a full disk or a damaged schema surface as SQLAlchemy errors, possibly wrapped
+    in Optuna's ``StorageInternalError``; they are the user's to fix, like any other storage problem.
+    """
+    cause = _database_error(exc)
+    if cause is None:
+        return None
+    hint = " (finished trials are saved; run the command again once the database is back)" if is_connection_error(exc) else ""
+    return StorageError(f"the study database failed: {first_line(cause)}{hint}")
 
 
 def _database_error(exc: BaseException) -> sqlalchemy.exc.SQLAlchemyError | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from typing import Any
 
 import click
@@ -27,6 +28,12 @@ class _TunerGroup(click.Group):
         except TunerError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except Exception as exc:
+            error = _storage_failure(exc)
+            if error is None:
+                raise  # a bug: keep the traceback
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
 
 
 def _apply_env_file(group: click.Group, ctx: click.Context) -> None:
@@ -40,6 +47,14 @@ def _apply_env_file(group: click.Group, ctx: click.Context) -> None:
         for command, values in (ctx.default_map or {}).items():  # a caller's own default_map wins
             defaults[command] = {**defaults.get(command, {}), **values}
         ctx.default_map = defaults
+
+
+def _storage_failure(exc: Exception) -> TunerError | None:
+    if "sqlalchemy" not in sys.modules:  # nothing touched a database, so it cannot be a database error
+        return None
+    from tuner.storage import storage_failure
+
+    return storage_failure(exc)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
