@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import ctypes
 import logging
 import time
 import warnings
@@ -199,6 +200,7 @@ def run_study(
     converged: list[Convergence] = []
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        _return_free_memory()
         outcome = TrialOutcome.from_trial(trial)
         outcomes.append(outcome)
         if on_trial_end:
@@ -287,6 +289,19 @@ class _Backoff:
         _log.warning("database unreachable (%s); retrying in %g s", first_line(exc), self.delay)
         time.sleep(self.delay)
         self.delay = min(self.delay * 2, 30.0)
+
+
+def _return_free_memory() -> None:
+    """Hand the heap the finished trial freed back to the OS (glibc keeps it per thread arena otherwise).
+
+    Runs after Optuna's per-trial garbage collection. It cuts a worker's resident growth over hundreds
+    of trials by about a quarter (benchmarks/memory.py); elsewhere than glibc it does nothing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _TrialSeededSampler(optuna.samplers.BaseSampler):
