@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
@@ -18,7 +17,7 @@ from tuner.convergence import Convergence, estimate_convergence
 from tuner.data import TuningData, load_tuning_data
 from tuner.errors import StorageError
 from tuner.search import baseline_params, make_pruner, make_sampler
-from tuner.storage import StudyLock, describe_storage, first_line, is_connection_error, open_storage, storage_location
+from tuner.storage import StudyLock, describe_storage, fail_stale_trials, first_line, is_connection_error, open_storage, storage_location
 from tuner.studyfile import SamplerSpec
 from tuner.warmstart import WarmStart, enqueue_warm_start
 
@@ -254,9 +253,7 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, 
         return objective(trial)
 
     with lock:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, and its retry is queued
+        fail_stale_trials(study, lock.storage)  # a dead worker's trial: FAIL, and its retry is queued
         tally = Tally.of(study.get_trials(deepcopy=False))
         if tally.finished >= n_trials:
             return _DONE
