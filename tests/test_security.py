@@ -114,6 +114,8 @@ def _only_literals(node: ast.AST) -> bool:
 
 def _is_sqlalchemy_construct(node: ast.AST) -> bool:
     """sqlalchemy.select(...) and the like: SQLAlchemy binds their values itself."""
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Call):
+        node = node.func.value  # select(...).where(...): a construct refined by its own methods is one too
     return isinstance(node, ast.Call) and _name(node).split(".")[0] in ("sqlalchemy", "select", "insert", "update", "delete")
 
 

@@ -236,9 +236,9 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) 
     now = datetime.datetime.now()  # Optuna stamps datetime_start with the worker's local clock
     old = [t._trial_id for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) if t.datetime_start and now - t.datetime_start > grace]
     if old:
-        query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(sqlalchemy.bindparam("ids", expanding=True))
+        heartbeats = sqlalchemy.table("trial_heartbeats", sqlalchemy.column("trial_id"))  # Optuna's table
         with storage.engine.connect() as connection:
-            beating = set(connection.execute(query, {"ids": old}).scalars())
+            beating = set(connection.execute(sqlalchemy.select(heartbeats.c.trial_id).where(heartbeats.c.trial_id.in_(old))).scalars())
         for trial_id in old:
             if trial_id not in beating:
                 storage.record_heartbeat(trial_id)
