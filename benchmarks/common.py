@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import sys
 import time
 import warnings
@@ -135,6 +136,34 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_average_1m_at_end": round(load[0], 2),
     }
+
+
+class FreshStorage:
+    """A new SQLite file, or a new PostgreSQL database dropped afterwards (its name is generated here, never given)."""
+
+    def __init__(self, backend: str, admin_url: str, folder: Path) -> None:
+        self.backend, self.admin_url, self.folder = backend, admin_url, folder
+        self.database = f"tuner_bench_{secrets.token_hex(4)}"
+
+    def __enter__(self) -> str:
+        if self.backend == "sqlite":
+            return f"sqlite:///{self.folder / (self.database + '.db')}"
+        self._admin(f"CREATE DATABASE {self.database}")
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.admin_url).set(database=self.database).render_as_string(hide_password=False)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.backend != "sqlite":
+            self._admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+
+    def _admin(self, statement: str) -> None:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.exec_driver_sql(statement)
+        engine.dispose()
 
 
 def emit(name: str, result: dict[str, Any], out: Path | None) -> dict[str, Any]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import FreshStorage, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 # About a second a trial on the committed MNIST cut: a softmax or one small hidden layer, one or two epochs.
@@ -60,12 +60,12 @@ def main() -> None:
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="tuner-soak-") as folder, _FreshDatabase(args.postgres) as url:
+    with tempfile.TemporaryDirectory(prefix="tuner-soak-") as folder, FreshStorage("postgresql", args.postgres, Path(folder)) as url:
         study_file = Path(folder) / "soak.toml"
         study_file.write_text(STUDY)
         run = _run(url, study_file, args)
         samples = run.pop("samples")
-        result = {"benchmark": "soak", "machine": _machine(), "trials": args.trials, "workers": args.workers, **run, **_audit(url, args.trials)}
+        result = {"benchmark": "soak", "machine": machine(), "trials": args.trials, "workers": args.workers, **run, **_audit(url, args.trials)}
     result["memory"] = _memory(samples, args.trials)
     result["ok"] = result["lost"] == 0 and result["stuck_running"] == 0 and result["contiguous"] and result["exit_code"] == 0
     print(json.dumps(result, indent=2))
@@ -169,35 +169,6 @@ def _rss_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
-
-
-class _FreshDatabase:
-    """A new PostgreSQL database, dropped afterwards (its name is generated here, never given)."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.database = f"tuner_soak_{secrets.token_hex(4)}"
-
-    def __enter__(self) -> str:
-        from sqlalchemy.engine import make_url
-
-        self._admin(f"CREATE DATABASE {self.database}")
-        return make_url(self.admin_url).set(database=self.database).render_as_string(hide_password=False)
-
-    def __exit__(self, *exc_info) -> None:
-        self._admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
-
-    def _admin(self, statement: str) -> None:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.exec_driver_sql(statement)
-        engine.dispose()
-
-
-def _machine() -> dict:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
 if __name__ == "__main__":

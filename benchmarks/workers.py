@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import FreshStorage, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = """
@@ -59,9 +59,9 @@ def main() -> None:
         study_file.write_text(STUDY)
         for backend in args.backends.split(","):
             for workers in (int(k) for k in args.workers.split(",")):
-                with _fresh_storage(backend, args.postgres, Path(folder)) as url:
+                with FreshStorage(backend, args.postgres, Path(folder)) as url:
                     arms.append({"backend": backend, "workers": workers, **_measure(url, workers, args, study_file)})
-    print(json.dumps({"benchmark": "workers", "machine": _machine(), "trials": args.trials, "threads": args.threads, "arms": arms}, indent=2))
+    print(json.dumps({"benchmark": "workers", "machine": machine(), "trials": args.trials, "threads": args.threads, "arms": arms}, indent=2))
 
 
 def _measure(url: str, workers: int, args, study_file: Path) -> dict:
@@ -87,38 +87,6 @@ def _measure(url: str, workers: int, args, study_file: Path) -> dict:
         "command_seconds": round(wall, 2),
         "median_train_seconds": round(train[len(train) // 2], 3),
     }
-
-
-class _fresh_storage:
-    """A new SQLite file, or a new PostgreSQL database dropped afterwards."""
-
-    def __init__(self, backend: str, admin_url: str, folder: Path) -> None:
-        self.backend, self.admin_url, self.folder = backend, admin_url, folder
-        self.database = f"tuner_bench_{secrets.token_hex(4)}"
-
-    def __enter__(self) -> str:
-        if self.backend == "sqlite":
-            return f"sqlite:///{self.folder / (self.database + '.db')}"
-        self._admin(f"CREATE DATABASE {self.database}")
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.admin_url).set(database=self.database).render_as_string(hide_password=False)
-
-    def __exit__(self, *exc_info) -> None:
-        if self.backend != "sqlite":
-            self._admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
-
-    def _admin(self, statement: str) -> None:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.exec_driver_sql(statement)
-        engine.dispose()
-
-
-def _machine() -> dict:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
 if __name__ == "__main__":
