@@ -106,7 +106,7 @@ def _plain_fit(data, training, params) -> tuple[float, float]:
     clock = Clock()
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(0)
-    model, _ = rebuild_model(params, input_dim=data.input_dim, n_classes=data.n_classes, training=training)
+    model, _ = rebuild_model(params, input_dim=data.input_dim, n_classes=data.n_classes, n_samples=len(data.x_train), training=training)
     model.fit(
         data.x_train, data.y_train, batch_size=params["batch_size"], epochs=params["epochs"],
         validation_data=(data.x_val, data.y_val), validation_batch_size=training.validation_batch_size, shuffle=True, verbose=0,
@@ -170,7 +170,7 @@ def _timed_fit(data, params, training, *, validation_batch_size) -> dict[str, An
 
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(0)
-    model, _ = rebuild_model(params, input_dim=data.input_dim, n_classes=data.n_classes, training=training)
+    model, _ = rebuild_model(params, input_dim=data.input_dim, n_classes=data.n_classes, n_samples=len(data.x_train), training=training)
     clock_cb = epoch_clock()
     clock = Clock()
     model.fit(

@@ -285,7 +285,9 @@ def _train(
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(seed)
     training = TrainingSpec(steps_per_execution=int(provenance.get("steps_per_execution", 1)), jit_compile=bool(provenance.get("jit_compile", False)))
-    model, _ = rebuild_model(trial.params, input_dim=final.tuning.input_dim, n_classes=final.tuning.n_classes, training=training)
+    # The schedule spans the trial's whole epoch budget over this (larger) training set, and the job
+    # trains the trial's best epoch count of it: the same learning rate at every epoch as in the search.
+    model, _ = rebuild_model(trial.params, input_dim=final.tuning.input_dim, n_classes=final.tuning.n_classes, n_samples=len(x), training=training)
 
     def epoch_end(epoch: int, logs: dict[str, Any] | None) -> None:
         logs = logs or {}

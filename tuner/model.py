@@ -6,6 +6,7 @@ finished trial by passing ``optuna.trial.FixedTrial(trial.params)``.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Mapping
 
 from tuner.studyfile import OPEN_SPACE, Choice, FloatRange, IntRange, ParamSpec, TrainingSpec
@@ -14,7 +15,13 @@ if TYPE_CHECKING:
     import keras
     import optuna
 
-__all__ = ["suggest_hyperparameters", "build_model", "rebuild_model", "count_params"]
+__all__ = ["suggest_hyperparameters", "build_model", "rebuild_model", "count_params", "learning_rate_schedule", "LEGACY_PARAMS"]
+
+# What trials recorded before these parameters existed trained with, so their models can still be rebuilt.
+LEGACY_PARAMS: Mapping[str, Any] = {"input_dropout": 0.0, "weight_decay": 0.0, "schedule": "constant"}
+
+# Parameters every trial draws; the hidden-layer ones (units, dropouts) only when there are hidden layers.
+_TRAINING_PARAMS = ("optimizer", "learning_rate", "schedule", "batch_size", "epochs", "l2", "weight_decay")
 
 
 def suggest_hyperparameters(trial: "optuna.trial.BaseTrial", space: Mapping[str, ParamSpec]) -> dict[str, Any]:
@@ -22,11 +29,11 @@ def suggest_hyperparameters(trial: "optuna.trial.BaseTrial", space: Mapping[str,
     params: dict[str, Any] = {}
     params["n_layers"] = _suggest(trial, "n_layers", space["n_layers"])
     if params["n_layers"] > 0:
-        params["units"] = _suggest(trial, "units", space["units"])
-        params["dropout"] = _suggest(trial, "dropout", space["dropout"])
+        for name in ("units", "input_dropout", "dropout"):
+            params[name] = _suggest(trial, name, space[name])
     else:
-        params["units"], params["dropout"] = 0, 0.0
-    for name in ("optimizer", "learning_rate", "batch_size", "epochs", "l2"):
+        params["units"], params["input_dropout"], params["dropout"] = 0, 0.0, 0.0
+    for name in _TRAINING_PARAMS:
         params[name] = _suggest(trial, name, space[name])
     return params
 
@@ -37,23 +44,31 @@ def build_model(
     *,
     input_dim: int,
     n_classes: int,
+    n_samples: int,
     training: TrainingSpec,
 ) -> tuple["keras.Model", dict[str, Any]]:
-    """Suggest a configuration and return the compiled model with the parameters it was built from."""
+    """Suggest a configuration and return the compiled model with the parameters it was built from.
+
+    ``n_samples`` is the size of one training epoch: the learning-rate schedule spans the trial's
+    whole epoch budget, counted in optimizer steps.
+    """
     import keras
 
     params = suggest_hyperparameters(trial, space)
     regularizer = keras.regularizers.L2(params["l2"]) if params["l2"] > 0 else None
     inputs = keras.Input(shape=(input_dim,), name="pixels")
     x = inputs
+    if params["input_dropout"] > 0:
+        x = keras.layers.Dropout(params["input_dropout"], name="input_dropout")(x)
     for index in range(params["n_layers"]):
         x = keras.layers.Dense(params["units"], activation="relu", kernel_regularizer=regularizer, name=f"hidden_{index + 1}")(x)
         if params["dropout"] > 0:
             x = keras.layers.Dropout(params["dropout"], name=f"dropout_{index + 1}")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=regularizer, name="classes")(x)
     model = keras.Model(inputs, outputs, name="mlp")
+    steps_per_epoch = math.ceil(n_samples / params["batch_size"])
     model.compile(
-        optimizer=_optimizer(params["optimizer"], params["learning_rate"]),
+        optimizer=_optimizer(params, learning_rate_schedule(params, steps_per_epoch=steps_per_epoch)),
         loss="sparse_categorical_crossentropy",
         # The objective is cross-entropy without the L2 penalty, so configurations with different
         # L2 strengths are compared on the data alone.
@@ -64,29 +79,58 @@ def build_model(
     return model, params
 
 
-def rebuild_model(params: Mapping[str, Any], *, input_dim: int, n_classes: int, training: TrainingSpec) -> tuple["keras.Model", dict[str, Any]]:
+def rebuild_model(
+    params: Mapping[str, Any], *, input_dim: int, n_classes: int, n_samples: int, training: TrainingSpec
+) -> tuple["keras.Model", dict[str, Any]]:
     """The exact model of a finished trial, from its recorded parameters (for the final training job)."""
     import optuna
 
-    return build_model(optuna.trial.FixedTrial(dict(params)), OPEN_SPACE, input_dim=input_dim, n_classes=n_classes, training=training)
+    recorded = {**LEGACY_PARAMS, **params}
+    return build_model(optuna.trial.FixedTrial(recorded), OPEN_SPACE, input_dim=input_dim, n_classes=n_classes, n_samples=n_samples, training=training)
+
+
+def learning_rate_schedule(params: Mapping[str, Any], *, steps_per_epoch: int) -> "float | keras.optimizers.schedules.LearningRateSchedule":
+    """The trial's learning rate over its epoch budget.
+
+    ``cosine``: a linear warm-up over the first epoch (at most 5% of the budget; Goyal et al. 2017),
+    then cosine annealing to zero at the end of the budget (Loshchilov & Hutter, SGDR, 2017), so
+    every budget ends fully annealed instead of stopping at a constant rate.
+    """
+    import keras
+
+    if params["schedule"] == "constant":
+        return params["learning_rate"]
+    total = max(1, params["epochs"] * steps_per_epoch)
+    warmup = min(steps_per_epoch, max(1, total // 20))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=max(1, total - warmup), alpha=0.0, warmup_target=params["learning_rate"], warmup_steps=warmup
+    )
 
 
 def count_params(model: "keras.Model") -> int:
     return int(model.count_params())
 
 
-def _optimizer(name: str, learning_rate: float) -> "keras.optimizers.Optimizer":
+def _optimizer(params: Mapping[str, Any], learning_rate: Any) -> "keras.optimizers.Optimizer":
+    """The named optimizer; ``weight_decay`` > 0 adds decoupled weight decay (AdamW, Loshchilov & Hutter 2019)."""
     import keras
 
+    name = params["optimizer"]
+    decay = params["weight_decay"] or None  # Keras: None turns it off
+    optimizer: keras.optimizers.Optimizer
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate)
-    if name == "sgd_momentum":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}")  # the study file validation makes this unreachable
+        optimizer = keras.optimizers.SGD(learning_rate, weight_decay=decay)
+    elif name == "sgd_momentum":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=decay)
+    elif name == "rmsprop":
+        optimizer = keras.optimizers.RMSprop(learning_rate, weight_decay=decay)
+    elif name == "adam":
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=decay) if decay else keras.optimizers.Adam(learning_rate)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}")  # the study file validation makes this unreachable
+    if decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias"])  # decay shrinks weights, not offsets
+    return optimizer
 
 
 def _suggest(trial: "optuna.trial.BaseTrial", name: str, spec: ParamSpec) -> Any:

@@ -27,6 +27,7 @@ __all__ = [
     "TrainingSpec",
     "StudySpec",
     "OPTIMIZERS",
+    "SCHEDULES",
     "DATASETS",
     "PARAMETERS",
     "OPEN_SPACE",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
+# How the learning rate moves over a trial's epoch budget (tuner.model builds them).
+SCHEDULES = ("constant", "cosine")
 DATASETS = ("mnist", "fashion_mnist")
 SAMPLERS = ("tpe", "random")
 OBJECTIVES = ("val_loss", "params", "latency")
@@ -85,12 +88,15 @@ PARAMETERS: Mapping[str, _ParamRule] = MappingProxyType(
     {
         "n_layers": _ParamRule(int, 2, minimum=0, maximum=8),
         "units": _ParamRule(int, 128, minimum=1, maximum=65536),
+        "input_dropout": _ParamRule(float, 0.0, minimum=0.0, maximum=1.0, exclusive_max=True),
         "dropout": _ParamRule(float, 0.0, minimum=0.0, maximum=1.0, exclusive_max=True),
         "batch_size": _ParamRule(int, 128, minimum=1, maximum=1 << 20),
         "epochs": _ParamRule(int, 10, minimum=1, maximum=10_000),
         "learning_rate": _ParamRule(float, 1e-3, minimum=0.0, maximum=10.0),
         "optimizer": _ParamRule(str, "adam", allowed=OPTIMIZERS),
         "l2": _ParamRule(float, 0.0, minimum=0.0, maximum=1.0),
+        "weight_decay": _ParamRule(float, 0.0, minimum=0.0, maximum=1.0),
+        "schedule": _ParamRule(str, "cosine", allowed=SCHEDULES),
     }
 )
 
@@ -145,6 +151,7 @@ class StudySpec:
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     baselines: bool = True
+    portfolio: bool = True  # first trials: tuner.search.PORTFOLIO, strong configurations from the literature
     objectives: tuple[str, ...] = ("val_loss", "params", "latency")  # axes of the accuracy-against-cost front
     convergence_window: int = 20  # trials over which the best value's recent gain is measured
     convergence_tolerance: float = 0.01  # converged: recent gain below this fraction of the best value
@@ -199,7 +206,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     training = check.table(document, "training")
     space = check.table(document, "space")
 
-    check.keys(study, "study", {"name", "baselines", "objectives", "convergence_window", "convergence_tolerance"})
+    check.keys(study, "study", {"name", "baselines", "portfolio", "objectives", "convergence_window", "convergence_tolerance"})
     check.keys(data, "data", {"dataset", "validation_fraction", "split_seed", "label_column", "image_size", "color", "test_fraction"})
     check.keys(sampler, "sampler", {"kind", "seed", "n_startup_trials"})
     check.keys(pruner, "pruner", set(PrunerSpec.__dataclass_fields__))
@@ -266,6 +273,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
         pruner=pruner_spec,
         training=training_spec,
         baselines=check.value(study, "study", "baselines", bool, True),
+        portfolio=check.value(study, "study", "portfolio", bool, True),
         objectives=tuple(objectives),
         convergence_window=window,
         convergence_tolerance=float(tolerance),
