@@ -9,10 +9,10 @@ import optuna
 from tuner.data import TuningData
 from tuner.errors import TrialError
 from tuner.model import build_model
+from tuner.records import PORTFOLIO_ATTR
 from tuner.studyfile import StudySpec
 
 __all__ = ["Objective"]
-
 
 
 class Objective:
@@ -53,10 +53,16 @@ class Objective:
 
         keras.utils.set_random_seed(self.seed + trial.number)
         model, params = build_model(
-            trial, self.spec.space, input_dim=self.data.input_dim, n_classes=self.data.n_classes, training=self.spec.training
+            trial,
+            self.spec.space,
+            input_dim=self.data.input_dim,
+            n_classes=self.data.n_classes,
+            n_samples=len(self.data.x_train),
+            training=self.spec.training,
         )
         trial.set_user_attr("n_params", int(model.count_params()))
-        monitor = EpochMonitor(trial, patience=self.spec.training.patience)
+        # The portfolio's configurations are the study's reference points: they always train to the end.
+        monitor = EpochMonitor(trial, patience=self.spec.training.patience, prune=PORTFOLIO_ATTR not in trial.user_attrs)
         started = time.perf_counter()
         try:
             model.fit(

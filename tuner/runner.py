@@ -16,7 +16,8 @@ from tuner.config import RunConfig
 from tuner.convergence import Convergence, estimate_convergence
 from tuner.data import TuningData, load_tuning_data
 from tuner.errors import StorageError
-from tuner.search import baseline_params, make_pruner, make_sampler
+from tuner.records import BASELINE_ATTR, DIVERGED_ATTR, PORTFOLIO_ATTR
+from tuner.search import baseline_params, make_pruner, make_sampler, portfolio_params
 from tuner.storage import StudyLock, describe_storage, fail_stale_trials, first_line, is_connection_error, open_storage, storage_location
 from tuner.studyfile import SamplerSpec
 from tuner.warmstart import WarmStart, enqueue_warm_start
@@ -48,7 +49,7 @@ class TrialOutcome:
             val_accuracy=trial.user_attrs.get("val_accuracy"),
             params=dict(trial.params),
             seconds=seconds,
-            reason=trial.user_attrs.get("fail_reason"),
+            reason=trial.user_attrs.get("fail_reason") or trial.user_attrs.get(DIVERGED_ATTR),
         )
 
 
@@ -59,6 +60,7 @@ class RunStart:
     data_source: str
     n_target: int
     n_finished_before: int
+    n_portfolio_enqueued: int
     n_baselines_enqueued: int
     n_train: int
     n_val: int
@@ -121,7 +123,8 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
     """Load the data, open the storage and create the study, or join it if another worker made it.
 
     Data and storage problems both stop here, before the first trial. Only the first worker of a new
-    study records its provenance and enqueues the baselines (under the study lock).
+    study records its provenance and enqueues the warm start, the portfolio and the baselines, in that
+    order (under the study lock).
     """
     spec = config.spec
     data = load_tuning_data(
@@ -132,7 +135,7 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         options=spec.data_options,
     )
     storage = open_storage(config.storage_url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
-    enqueued = 0
+    portfolio = baselines = 0
     warm: WarmStart | None = None
     with StudyLock(storage, config.study_name):
         study = optuna.create_study(
@@ -152,11 +155,10 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
                     source_study_name=config.warm_start_from,
                     top_k=min(config.warm_start_top, config.n_trials),
                 )
+            if config.portfolio:
+                portfolio = _enqueue(study, [(params, {PORTFOLIO_ATTR: entry.name}) for entry, params in portfolio_params(spec)], config.n_trials)
             if config.baselines:
-                waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-                for params in baseline_params(spec)[: max(0, config.n_trials - waiting)]:
-                    study.enqueue_trial(params, user_attrs={"baseline": True}, skip_if_exists=True)  # a warm start may hold it already
-                enqueued = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - waiting
+                baselines = _enqueue(study, [(params, {BASELINE_ATTR: True}) for params in baseline_params(spec)], config.n_trials)
             _record_provenance(study, config)  # last: it marks the study as set up for workers that join
     start = RunStart(
         study_name=config.study_name,
@@ -164,13 +166,22 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         data_source=data.source,
         n_target=config.n_trials,
         n_finished_before=Tally.of(study.get_trials(deepcopy=False)).finished,
-        n_baselines_enqueued=enqueued,
+        n_portfolio_enqueued=portfolio,
+        n_baselines_enqueued=baselines,
         n_train=len(data.x_train),
         n_val=len(data.x_val),
         n_warm_started=warm.enqueued if warm else 0,
         warm_start_source=warm.source_study if warm else None,
     )
     return PreparedStudy(study=study, storage=storage, data=data, start=start)
+
+
+def _enqueue(study: optuna.Study, configurations: Sequence[tuple[dict[str, Any], dict[str, Any]]], n_trials: int) -> int:
+    """Enqueue (params, user attributes) pairs while the study's total allows; returns how many were added."""
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    for params, attributes in configurations[: max(0, n_trials - waiting)]:
+        study.enqueue_trial(params, user_attrs=attributes, skip_if_exists=True)  # a warm start may hold it already
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - waiting
 
 
 def run_study(

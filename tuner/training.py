@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import keras
 import optuna
 
 from tuner.errors import TrialError
+from tuner.records import DIVERGED_ATTR, EPOCH_LOG_ATTR, EpochRecord
 
 __all__ = ["EpochMonitor", "OBJECTIVE_METRIC", "configure_threads", "measure_latency_ms", "releasing_custom_gradients"]
 
@@ -18,22 +20,29 @@ OBJECTIVE_METRIC = "val_xent"  # validation cross-entropy, without the L2 penalt
 
 
 class EpochMonitor(keras.callbacks.Callback):
-    """Tracks the best epoch; with a trial, reports each epoch and prunes through Optuna.
+    """Tracks the best epoch; with a trial, reports each epoch, logs it and prunes through Optuna.
 
-    Stops the trial on a NaN or infinite loss (as a ``TrialError``) and stops training early after
-    ``patience`` epochs without improvement.
+    Each epoch's validation loss and accuracy, with its wall-clock time, go to the trial's
+    ``EPOCH_LOG_ATTR`` user attribute as the epoch ends (the report, the dashboard and the time-to-accuracy
+    benchmark read it). A NaN or infinite loss ends the trial as *pruned* with an infinite intermediate
+    value, so the sampler learns to avoid the region (a failed trial would teach it nothing); the reason
+    is kept in ``DIVERGED_ATTR``. Training stops early after ``patience`` epochs without improvement.
+    ``prune=False`` (the portfolio's configurations) reports every epoch and lets the pruner record it
+    (a successive-halving rung compares later trials with it) but is never pruned.
     """
 
-    def __init__(self, trial: optuna.Trial | None = None, *, patience: int = 0, metric: str = OBJECTIVE_METRIC) -> None:
+    def __init__(self, trial: optuna.Trial | None = None, *, patience: int = 0, metric: str = OBJECTIVE_METRIC, prune: bool = True) -> None:
         super().__init__()
         self.trial = trial
         self.patience = patience
         self.metric = metric
+        self.prune = prune
         self.best_loss: float | None = None
         self.best_accuracy: float | None = None
         self.best_epoch = 0
         self.epochs_trained = 0
         self.history: list[dict[str, float]] = []
+        self.log: list[EpochRecord] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
@@ -46,15 +55,25 @@ class EpochMonitor(keras.callbacks.Callback):
         for name, value in (("training loss", train_loss), ("validation loss", loss)):
             if not math.isfinite(value):
                 self.model.stop_training = True
-                raise TrialError(f"{name} became {value} at epoch {step}")
+                self._diverged(f"{name} became {value} at epoch {step}", step)
         if self.best_loss is None or loss < self.best_loss:
             self.best_loss, self.best_epoch, self.best_accuracy = loss, step, accuracy
         if self.trial is not None:
+            self.log.append(EpochRecord(epoch=step, time=time.time(), val_loss=loss, val_accuracy=accuracy))
+            self.trial.set_user_attr(EPOCH_LOG_ATTR, [record.to_dict() for record in self.log])
             self.trial.report(loss, step=step)
-            if self.trial.should_prune():
+            # Always asked, so that a trial that may not be pruned still sets the bar at each rung.
+            if self.trial.should_prune() and self.prune:
                 raise optuna.TrialPruned(f"pruned after epoch {step} (validation loss {loss:.4f})")
         if self.patience and step - self.best_epoch >= self.patience:
             self.model.stop_training = True
+
+    def _diverged(self, reason: str, step: int) -> None:
+        if self.trial is None:
+            raise TrialError(reason)
+        self.trial.set_user_attr(DIVERGED_ATTR, reason)
+        self.trial.report(math.inf, step=step)
+        raise optuna.TrialPruned(f"diverged: {reason}")
 
     def record(self, trial: optuna.Trial, seconds: float) -> None:
         trial.set_user_attr("train_seconds", round(seconds, 3))

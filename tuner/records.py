@@ -1,0 +1,44 @@
+"""What tuner records on a trial beyond Optuna's own fields: the attribute names and their readers.
+
+Writers (the objective, the runner) and readers (report, dashboard, benchmarks) import the names from
+here, so a record is spelled once. Importing this module is cheap: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+__all__ = ["EPOCH_LOG_ATTR", "DIVERGED_ATTR", "PORTFOLIO_ATTR", "BASELINE_ATTR", "EpochRecord", "epoch_log"]
+
+EPOCH_LOG_ATTR = "epoch_log"  # one entry per finished epoch, written as the epoch ends
+DIVERGED_ATTR = "diverged"  # why a pruned trial's training diverged (NaN or infinite loss)
+PORTFOLIO_ATTR = "portfolio"  # the portfolio configuration a trial runs (tuner.search.PORTFOLIO)
+BASELINE_ATTR = "baseline"  # true for the tutorial's baseline configurations
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of a trial: when it ended (Unix seconds) and how the model did on validation."""
+
+    epoch: int
+    time: float
+    val_loss: float
+    val_accuracy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "time": round(self.time, 3), "val_loss": self.val_loss, "val_accuracy": self.val_accuracy}
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> "EpochRecord":
+        return cls(epoch=int(entry["epoch"]), time=float(entry["time"]), val_loss=float(entry["val_loss"]), val_accuracy=float(entry["val_accuracy"]))
+
+
+def epoch_log(trial: FrozenTrial) -> list[EpochRecord]:
+    """The trial's per-epoch record (empty for trials run before tuner kept one, or still in their first epoch)."""
+    entries = trial.user_attrs.get(EPOCH_LOG_ATTR)
+    if not isinstance(entries, list):
+        return []
+    return [EpochRecord.from_dict(entry) for entry in entries if isinstance(entry, dict)]
