@@ -11,6 +11,9 @@ from click.testing import CliRunner
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # A developer's ./.env (the compose stack's, say) must not change what the tests run; tests/test_envfile.py turns it back on.
 os.environ.setdefault("TUNER_ENV_FILE", "")
+# `tuner run` starts one worker per core by default; tests run in-process unless they ask for workers
+# (tests/test_workers.py, and the default's own test in tests/test_cli_run.py).
+os.environ.setdefault("TUNER_WORKERS", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MNIST_SMALL = FIXTURES / "mnist-small"
@@ -103,6 +106,7 @@ FAST_STUDY = """
 [study]
 name = "fast"
 baselines = false
+portfolio = false
 
 [pruner]
 kind = "none"

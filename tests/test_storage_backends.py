@@ -55,10 +55,12 @@ def test_workers_creating_one_study_at_once_set_it_up_once(storage_url, tiny_stu
     config = _config(tiny_study_file, storage_url, unique_name, 10)
     with ThreadPoolExecutor(4) as pool:
         prepared = list(pool.map(lambda _: prepare_study(config), range(4)))
-    assert sorted(p.start.n_baselines_enqueued for p in prepared) == [0, 0, 0, 3]
+    assert sorted((p.start.n_portfolio_enqueued, p.start.n_baselines_enqueued) for p in prepared) == [(0, 0), (0, 0), (0, 0), (2, 3)]
     study = load_study(storage_url, unique_name)
-    assert [t.number for t in study.trials] == [0, 1, 2]
-    assert all(t.state == TrialState.WAITING and t.user_attrs["baseline"] for t in study.trials)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert all(t.state == TrialState.WAITING for t in study.trials)
+    assert [bool(t.user_attrs.get("portfolio")) for t in study.trials] == [True, True, False, False, False]
+    assert all(t.user_attrs.get("baseline") for t in study.trials[2:])
     assert "tuner" in study.user_attrs
 
 

@@ -139,7 +139,7 @@ def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_
     trials = optuna.load_study(study_name="warm", storage=new_url).get_trials()
     assert [t.user_attrs.get("warm_start_from") for t in trials[:2]] == [f"{name}#{t.number}" for t in source]
     assert trials[0].params == source[0].params
-    assert len(trials) == 3  # the baselines follow, within the total
+    assert len(trials) == 3  # the portfolio and baselines follow, within the total
     missing = invoke(cli, "run", "--trials", 1, "--study", "w2", "--study-file", tiny_study_file, "--data", MNIST_SMALL, "--storage", new_url, "--warm-start-from", "nope")
     assert missing.exit_code == 4 and "no study named 'nope'" in missing.stderr
 
