@@ -16,6 +16,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke
+from tuner.config import usable_cpus
 from tuner.runner import Tally
 from tuner.workers import threads_per_worker
 
@@ -51,7 +52,7 @@ def _wait_until(condition, process: subprocess.Popen, what: str, limit: float = 
 def test_threads_are_split_between_workers():
     assert threads_per_worker(workers=2, threads=8) == 4
     assert threads_per_worker(workers=3, threads=2) == 1
-    assert threads_per_worker(workers=2, threads=None) == max(1, (os.cpu_count() or 1) // 2)
+    assert threads_per_worker(workers=2, threads=None) == max(1, usable_cpus() // 2)
 
 
 def test_workers_share_one_study_and_stop_at_exactly_n(cli, storage_url, fast_study_file, unique_name):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-from tuner.config import RunConfig
+from tuner.config import RunConfig, usable_cpus
 from tuner.errors import ConfigError, DataError, ExportError, StorageError, TunerError
 from tuner.runner import RunResult, RunStart, Tally, TrialOutcome, best_outcome, prepare_study, summarize
 from tuner.storage import is_connection_error
@@ -41,7 +41,7 @@ class WorkersProgress:
 
 def threads_per_worker(*, workers: int, threads: int | None) -> int:
     """``threads`` (default: every core) split evenly, at least one per worker."""
-    total = threads or os.cpu_count() or 1
+    total = threads or usable_cpus()
     return max(1, total // workers)
 
 
@@ -91,7 +91,7 @@ class _Worker:
     def start(cls, config: RunConfig, index: int, threads: int, logs: Path) -> "_Worker":
         log = open(logs / f"worker-{index}.log", "w+b")
         process = subprocess.Popen(
-            [sys.executable, "-m", "tuner", "run", "--quiet", "--no-baselines"],
+            [sys.executable, "-m", "tuner", "run", "--quiet", "--no-baselines", "--no-portfolio"],
             env=_worker_environment(config, threads),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -23,7 +23,12 @@ from tuner.cli.options import data_option, output_console, storage_option, study
 @data_option
 @click.option("--seed", type=int, envvar="TUNER_SEED", help="Sampler and training seed [default: the study file's].")
 @click.option("--threads", type=int, envvar="TUNER_THREADS", help="TensorFlow threads for this process, split between --workers [default: all cores].")
-@click.option("--workers", type=int, envvar="TUNER_WORKERS", help="Worker processes on this machine sharing the study [env TUNER_WORKERS; default 1].")
+@click.option(
+    "--workers",
+    type=int,
+    envvar="TUNER_WORKERS",
+    help="Worker processes on this machine sharing the study [env TUNER_WORKERS; default: one per CPU core, as memory allows, at most 8].",
+)
 @click.option("--heartbeat", "heartbeat_interval", type=int, envvar="TUNER_HEARTBEAT", metavar="SECONDS", help="How often a running trial reports that its worker is alive [env TUNER_HEARTBEAT; default 60].")
 @click.option(
     "--grace-period",
@@ -39,7 +44,8 @@ from tuner.cli.options import data_option, output_console, storage_option, study
     metavar="SECONDS",
     help="How long to keep retrying a database that stopped answering [env TUNER_RECONNECT_TIMEOUT; default 300].",
 )
-@click.option("--baselines/--no-baselines", default=None, help="Enqueue the tutorial's configurations as the first trials of a new study [default on].")
+@click.option("--portfolio/--no-portfolio", default=None, help="Start a new study with the portfolio of published MLP recipes [default: the study file's, on].")
+@click.option("--baselines/--no-baselines", default=None, help="Enqueue the tutorial's configurations among the first trials of a new study [default on].")
 @click.option("--warm-start-from", metavar="STUDY", envvar="TUNER_WARM_START_FROM", help="Seed a new study with the best configurations of STUDY.")
 @click.option("--warm-start-storage", metavar="URL", envvar="TUNER_WARM_START_STORAGE", help="Storage of --warm-start-from [default: --storage].")
 @click.option("--top", "warm_start_top", type=int, envvar="TUNER_WARM_START_TOP", help="How many of its best trials to start from [default 5].")
@@ -65,6 +71,7 @@ def run(
     heartbeat_interval,
     grace_period,
     reconnect_timeout,
+    portfolio,
     baselines,
     warm_start_from,
     warm_start_storage,
@@ -93,6 +100,7 @@ def run(
         timeout=timeout,
         seed=seed,
         baselines=baselines,
+        portfolio=portfolio,
         threads=threads,
         workers=workers,
         heartbeat_interval=heartbeat_interval,
@@ -126,8 +134,10 @@ def run(
         console.print(f"data {start.data_source}: {start.n_train} train / {start.n_val} validation samples (test set unused)")
         if start.n_warm_started:
             console.print(f"warm start: enqueued the {start.n_warm_started} best configurations of study {start.warm_start_source}")
+        if start.n_portfolio_enqueued:
+            console.print(f"enqueued {start.n_portfolio_enqueued} portfolio configurations as the first trials")
         if start.n_baselines_enqueued:
-            console.print(f"enqueued {start.n_baselines_enqueued} tutorial baselines as the first trials")
+            console.print(f"enqueued {start.n_baselines_enqueued} tutorial baselines")
         if start.n_finished_before:
             console.print(f"resuming: {start.n_finished_before} of {start.n_target} trials already finished")
         if config.workers > 1:
@@ -140,7 +150,7 @@ def run(
     def on_trial_end(outcome, n_finished, best) -> None:
         progress.update(task, completed=min(n_finished, config.n_trials), best=_best_label(best))
         if verbose and outcome.reason:
-            progress.console.print(f"trial {outcome.number} failed: {outcome.reason}")
+            progress.console.print(f"trial {outcome.number} {outcome.state.lower()}: {outcome.reason}")
 
     def on_convergence(estimate) -> None:
         progress.update(task, gain=estimate.describe())
