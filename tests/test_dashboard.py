@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import invoke
 from tests.test_report import make_study
-from tuner.dashboard import prepare_dashboard
+from tuner.dashboard import CURVES_OVER_TIME_ID, CURVES_PER_EPOCH_ID, CurvePublisher, prepare_dashboard
 from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.records import EPOCH_LOG_ATTR, EpochRecord
 from tuner.storage import open_storage
 
 
@@ -95,6 +96,37 @@ def test_serves_while_a_run_writes_to_the_same_storage(tmp_path):
     # The dashboard answered throughout the writes and saw them arrive, never going backwards.
     assert seen == sorted(seen) and len(set(seen)) >= 2
     assert not server.is_alive()
+
+
+def test_the_dashboard_shows_tuner_s_validation_accuracy_curves(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="curves", storage=url)
+    for number in range(3):
+        log = [EpochRecord(epoch=e, time=1_700_000_000.0 + 10 * e + number, val_loss=1.0 / e, val_accuracy=0.9 + 0.01 * e).to_dict() for e in (1, 2, 3)]
+        study.add_trial(optuna.trial.create_trial(value=1.0 / 3, intermediate_values={1: 1.0, 2: 0.5, 3: 1.0 / 3}, user_attrs={EPOCH_LOG_ATTR: log}))
+    dashboard = prepare_dashboard(storage_url=url, port=0)
+    server = threading.Thread(target=dashboard.serve_forever, daemon=True)
+    server.start()
+    api = dashboard.url.replace("/dashboard", "/api/studies/1")
+    try:
+        deadline = time.monotonic() + 20
+        graphs = []
+        while len(graphs) < 2 and time.monotonic() < deadline:
+            graphs = get_json(api).get("plotly_graph_objects", [])
+            time.sleep(0.3)
+    finally:
+        dashboard.close()
+        server.join(timeout=10)
+    by_id = {graph["id"]: json.loads(graph["graph_object"]) for graph in graphs}
+    assert set(by_id) == {CURVES_PER_EPOCH_ID, CURVES_OVER_TIME_ID}
+    per_epoch = by_id[CURVES_PER_EPOCH_ID]
+    assert len(per_epoch["data"]) == 3 and per_epoch["data"][0]["y"] == pytest.approx([0.91, 0.92, 0.93])
+    assert by_id[CURVES_OVER_TIME_ID]["data"][0]["y"][-1] == pytest.approx(0.93)
+    # Nothing new: nothing is written again.
+    assert CurvePublisher(open_storage(url, heartbeat_interval=None)).publish_once() == 1
+    publisher = CurvePublisher(open_storage(url, heartbeat_interval=None))
+    publisher.publish_once()
+    assert publisher.publish_once() == 0
 
 
 def test_cli_dashboard_refuses_a_missing_database(cli, tmp_path):

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from tests.conftest import invoke
+from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.report import TOP_TRIALS, build_report
 from tuner.storage import load_study
@@ -93,6 +94,7 @@ def test_report_of_a_tuner_run(trained_study, tmp_path):
     for title in ("Trials by state", CURVES_TITLE, HISTORY_TITLE, "Parameter importances", "Parallel coordinates", "Slice plots"):
         assert title in result.figures
     assert "Accuracy against cost: validation loss vs parameters" in result.figures  # every tuner trial records n_params
+    assert ACCURACY_PER_EPOCH in result.figures and ACCURACY_OVER_TIME in result.figures  # from the trials' epoch logs
     assert top_table_trial_numbers(page)[0] == study.best_trial.number
     assert not result.has_export and any(note.startswith("Final model: no final model yet") for note in result.notes)
 
@@ -257,7 +259,7 @@ def test_cli_report(cli, tmp_path):
     out = tmp_path / "out" / "report.html"
     result = invoke(cli, "report", "--storage", url, "--out", out)
     assert result.exit_code == 0, result.output
-    assert f"wrote {out}" in result.stdout and "7 figures" in result.stdout
+    assert f"wrote {out}" in result.stdout and "7 figures" in result.stdout  # trials made without epoch logs: no accuracy curves
     assert "note: Final model: no final model yet" in result.stderr
     assert out.read_text().count('class="plotly-graph-div"') == 7
 

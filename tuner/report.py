@@ -26,6 +26,7 @@ import plotly.offline
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH, accuracy_over_time_figure, accuracy_per_epoch_figure
 from tuner.errors import ConfigError
 from tuner.pareto import pareto_trials
 from tuner.storage import describe_storage, load_study
@@ -108,6 +109,10 @@ def _search_sections(study: optuna.Study, trials: list[FrozenTrial], complete: l
         sections.append(_plot("Validation loss per epoch (pruning curves)", vis.plot_intermediate_values, study, y_title=OBJECTIVE_NAME))
     else:
         sections.append(_Section("Validation loss per epoch (pruning curves)", note="no completed, pruned or running trial has reported an epoch yet"))
+
+    for title, draw in ((ACCURACY_PER_EPOCH, accuracy_per_epoch_figure), (ACCURACY_OVER_TIME, accuracy_over_time_figure)):
+        figure = draw(trials)
+        sections.append(_Section(title, figure=figure) if figure is not None else _Section(title, note="no trial has logged an epoch yet"))
 
     if not complete:
         summary = _counts_text(_nonzero(trials))
