@@ -1,30 +1,39 @@
-"""Item 3, the headline: wall-clock seconds until a search first holds a trial with at least 98.0%
-validation accuracy on full MNIST, and the best validation accuracy when its budget runs out.
+"""The headline: how soon a search first trains an epoch at the target validation accuracy, and how
+accurate it gets within a budget, for tuner and its rivals on the same data, split and space.
 
-Arms, one after the other in this run, each in a fresh process on the same split (10% validation,
-split seed 0) and the same search space (the default study file's):
+Arms, one after the other, each a fresh process in a fresh working directory, on one clock: a run's
+time starts when its process is launched (so TensorFlow's import and the data loading count for
+every arm) and every figure is read off the epochs the arm itself trained, each stamped as it ended.
 
-  tuner       ``tuner run`` with its defaults (the library call behind it: ``run_study``)
-  optuna      a plain Optuna loop written like Optuna's Keras pruning example: TPE, median pruner on
-              ``val_accuracy`` after every epoch, one process, ``model.fit`` with Keras' defaults
-  kerastuner  KerasTuner's Hyperband (max_epochs = the space's epoch ceiling, factor 3) with the
-              early stopping of TensorFlow's KerasTuner tutorial
-  tuner@FILE  ``tuner run`` with another study file (to compare pruners or ranges)
+  tuner       ``tuner run --timeout SECONDS --data DATA`` exactly as a user runs it (``--seed N``
+              added for seeds other than the default 0); epochs come from the study's ``epoch_log``
+  optuna      a plain Optuna loop written like Optuna's Keras pruning example: one process, TPE and
+              the median pruner on validation accuracy, training each trial with tuner's own model
+              builder (the same space, schedule included)
+  kerastuner  KerasTuner's Hyperband (max_epochs = the space's epoch budget, factor 3, the early
+              stopping of TensorFlow's KerasTuner tutorial) over the same space; the cosine schedule
+              follows the epoch index, since Hyperband resumes models at later epochs
 
-A trial counts when it ends, with the accuracy the tool itself reports for it: tuner's
-``val_accuracy`` user attribute (at the epoch of lowest validation loss), the Optuna loop's returned
-accuracy (or its last reported one when pruned), KerasTuner's trial score (best epoch). The clock of
-each arm starts once TensorFlow is imported and the data loaded; the arm is stopped at its budget.
+Two modes:
 
-    python -m benchmarks.time_to_accuracy [--quick] [--budget SECONDS] [--arms tuner,optuna,kerastuner]
+  --mode first    stop each run at its first epoch >= --target (or at --cap seconds); several seeds
+                  per arm; the figure is each arm's median time
+  --mode budget   run each arm for --budget seconds; the figure is its best epoch's validation
+                  accuracy; with --export, ``tuner export-best`` then trains the tuner arm's best
+                  trial and scores it once on the test set
+
+    python -m benchmarks.time_to_accuracy --mode first --seeds 0,1,2 --cap 600
+    python -m benchmarks.time_to_accuracy --mode budget --budget 900 --export
+    python -m benchmarks.time_to_accuracy --mode budget --budget 300 --data mnist1d.csv --target 0.7
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,178 +41,247 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import emit, parser, start_tensorflow, tuning_data
+from benchmarks.common import emit, median, parser
 
 ARMS = ("tuner", "optuna", "kerastuner")
+RIVALS = ("optuna", "kerastuner")
+POLL_S = 1.0
 
 
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
-    p.add_argument("--budget", type=float, default=None, help="seconds per arm (default 45 quick, 900 full)")
+    p.add_argument("--mode", choices=("first", "budget"), default="first")
     p.add_argument("--target", type=float, default=0.98, help="validation accuracy to reach (default %(default)s)")
+    p.add_argument("--cap", type=float, default=600.0, help="--mode first: seconds after which a run that has not reached the target stops")
+    p.add_argument("--budget", type=float, default=900.0, help="--mode budget: seconds per run")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; each arm runs once per seed (default %(default)s)")
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms, run in this order (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed of every arm")
-    p.add_argument("--child", help=argparse_hidden())
-    p.add_argument("--events", type=Path, help=argparse_hidden())
+    p.add_argument("--export", action="store_true", help="--mode budget: run tuner export-best after the tuner arm")
+    p.add_argument("--child", help=_hidden())
+    p.add_argument("--events", type=Path, help=_hidden())
+    p.add_argument("--seed", type=int, default=0, help=_hidden())
     args = p.parse_args()
     if args.child:
         run_child(args)
         return
-    budget = args.budget or (45.0 if args.quick else 900.0)
+    if args.quick:
+        args.cap, args.budget = min(args.cap, 60.0), min(args.budget, 60.0)
     arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
-    for arm in arms:
-        if arm not in ARMS and not arm.startswith("tuner@"):
-            p.error(f"unknown arm {arm!r} (expected {', '.join(ARMS)} or tuner@STUDY_FILE)")
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown:
+        p.error(f"unknown arm(s) {', '.join(unknown)} (expected {', '.join(ARMS)})")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    limit = args.cap if args.mode == "first" else args.budget
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    for seed in seeds:  # seeds outermost: a drift in the machine's speed touches every arm alike
         for arm in arms:
-            results[arm] = run_arm(arm, args, budget=budget, workdir=Path(tmp))
-    finished = [r["seconds_to_target"] for name, r in results.items() if name != "tuner" and r["seconds_to_target"] is not None]
-    tuner = results.get("tuner")
-    summary: dict[str, Any] = {"budget_s": budget, "target": args.target, "arms": results}
-    if tuner is not None:
-        rivals = [r for name, r in results.items() if name in ("optuna", "kerastuner")]
-        fastest = min(finished) if finished else None
-        summary["fastest_rival_s"] = fastest
-        summary["tuner_over_fastest_rival"] = (
-            tuner["seconds_to_target"] / fastest if tuner["seconds_to_target"] is not None and fastest else None
-        )
-        summary["tuner_best_is_highest"] = all(tuner["best_accuracy"] >= r["best_accuracy"] for r in rivals) if rivals else None
-    summary["targets"] = "tuner reaches the target in at most half the time of the faster rival, and ends with the highest accuracy"
-    emit("time_to_accuracy", summary, args.out)
+            with tempfile.TemporaryDirectory(prefix=f"tta-{arm}-") as tmp:
+                run = run_arm(arm, args, seed=seed, limit=limit, workdir=Path(tmp))
+                if arm == "tuner" and args.export and args.mode == "budget":
+                    run["export"] = export_best(args, Path(tmp))
+            runs[arm].append(run)
+            print(f"[time_to_accuracy] {arm} seed {seed}: {json.dumps({k: run[k] for k in ('seconds_to_target', 'best_accuracy', 'epochs', 'trials')})}", file=sys.stderr, flush=True)
+    # Each run keeps its own file: the figures are medians over runs made on different days.
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    emit(f"time_to_accuracy_{args.mode}_{stamp}", judge(runs, mode=args.mode, target=args.target, limit=limit, data=args.data), args.out)
 
 
-def argparse_hidden() -> str:
-    import argparse
+def judge(runs: dict[str, list[dict[str, Any]]], *, mode: str, target: float, limit: float, data: str) -> dict[str, Any]:
+    """Each arm's median over its runs, and tuner against the better rival."""
+    arms = {}
+    for arm, results in runs.items():
+        times = [r["seconds_to_target"] if r["seconds_to_target"] is not None else math.inf for r in results]
+        arms[arm] = {
+            "median_seconds_to_target": _finite(median(times)),
+            "median_best_accuracy": round(median([r["best_accuracy"] for r in results]), 4),
+            "runs": results,
+        }
+    summary: dict[str, Any] = {"mode": mode, "target": target, "limit_s": limit, "data": data, "arms": arms}
+    rivals = [arms[name] for name in RIVALS if name in arms]
+    if "tuner" in arms and rivals:
+        tuner = arms["tuner"]
+        rival_times = [r["median_seconds_to_target"] for r in rivals if r["median_seconds_to_target"] is not None]
+        fastest = min(rival_times) if rival_times else None
+        summary["fastest_rival_median_s"] = fastest
+        if tuner["median_seconds_to_target"] is not None:
+            # A rival that never got there is at least as slow as the limit.
+            summary["tuner_over_fastest_rival"] = round(tuner["median_seconds_to_target"] / (fastest or limit), 3)
+        best_rival = max(r["median_best_accuracy"] for r in rivals)
+        summary["tuner_minus_best_rival_points"] = round(100 * (tuner["median_best_accuracy"] - best_rival), 2)
+    return summary
 
-    return argparse.SUPPRESS
+
+def summarize(epochs: list[dict[str, Any]], *, launched: float, limit: float, target: float) -> dict[str, Any]:
+    """Score one run from its epochs ({time, val_accuracy, trial}): the first at the target, the best within the limit."""
+    within = sorted((e for e in epochs if e["time"] - launched <= limit), key=lambda e: e["time"])
+    reached = next((e["time"] - launched for e in within if e["val_accuracy"] >= target), None)
+    best, timeline = 0.0, []
+    for event in within:
+        if event["val_accuracy"] > best:
+            best = event["val_accuracy"]
+            timeline.append([round(event["time"] - launched, 1), round(best, 4)])
+    return {
+        "seconds_to_target": None if reached is None else round(reached, 1),
+        "best_accuracy": round(best, 4),
+        "epochs": len(within),
+        "trials": len({e["trial"] for e in within}),
+        "best_so_far": timeline,
+    }
 
 
-def run_arm(arm: str, args, *, budget: float, workdir: Path) -> dict[str, Any]:
-    """Run one arm in a fresh process; stop it when its budget is spent; read its trial events."""
-    events = workdir / f"{arm.replace('/', '_').replace('@', '_')}.jsonl"
-    command = [sys.executable, "-m", "benchmarks.time_to_accuracy", "--child", arm, "--events", str(events), "--data", args.data, "--seed", str(args.seed)]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    print(f"[time_to_accuracy] {arm}: {budget:.0f} s", file=sys.stderr, flush=True)
-    child = subprocess.Popen(command, cwd=Path(__file__).parent.parent, start_new_session=True)
-    started = None
+def run_arm(arm: str, args, *, seed: int, limit: float, workdir: Path) -> dict[str, Any]:
+    """Launch one run, poll its epochs, stop it at the target (mode first) or the limit; score it."""
+    if arm == "tuner":
+        command = [sys.executable, "-m", "tuner", "run", "--timeout", f"{limit:g}", "--data", str(Path(args.data).resolve())]
+        command += ["--seed", str(seed)] if seed else []
+        read = lambda: tuner_epochs(workdir / "tuner.db")  # noqa: E731  (one-line reader per arm)
+    else:
+        events = workdir / "events.jsonl"
+        command = [sys.executable, "-m", "benchmarks.time_to_accuracy", "--child", arm, "--events", str(events)]
+        command += ["--data", str(Path(args.data).resolve()), "--seed", str(seed), "--threads", str(args.threads)]
+        read = lambda: rival_epochs(events)  # noqa: E731
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_")}
+    env.update(TUNER_ENV_FILE="", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    print(f"[time_to_accuracy] {arm} seed {seed}: up to {limit:.0f} s", file=sys.stderr, flush=True)
+    launched = time.time()
+    log = open(workdir / "arm.log", "wb")
+    child = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while child.poll() is None:
-            if started is None:
-                started = _start_time(events)
-            elif time.time() - started >= budget:
+        while child.poll() is None and time.time() - launched < limit:
+            time.sleep(POLL_S)
+            if args.mode == "first" and any(e["val_accuracy"] >= args.target for e in read()):
                 break
-            time.sleep(0.5)
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-    if started is None:
-        raise RuntimeError(f"arm {arm} exited with {child.returncode} before it started")
-    return summarize(_read_events(events), budget=budget, target=args.target, exit_code=child.returncode)
+        _stop(child)
+        log.close()
+    result = summarize(read(), launched=launched, limit=limit, target=args.target)
+    result.update(seed=seed, exit_code=child.returncode, command=" ".join(command[1:]) if arm == "tuner" else arm)
+    if not result["epochs"]:
+        result["log_tail"] = (workdir / "arm.log").read_text(errors="replace")[-2000:]
+    return result
 
 
-def _start_time(events: Path) -> float | None:
-    for event in _read_events(events):
-        if event.get("event") == "start":
-            return float(event["time"])
-    return None
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is not None:
+        return
+    os.killpg(child.pid, signal.SIGTERM)  # tuner records its running trials as failed
+    try:
+        child.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
-def _read_events(path: Path) -> list[dict[str, Any]]:
+def tuner_epochs(database: Path) -> list[dict[str, Any]]:
+    """Every epoch the study's trials logged so far (read-only: the run is still writing)."""
+    from tuner.records import EPOCH_LOG_ATTR, EpochRecord
+
+    if not database.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as connection:
+            rows = connection.execute(
+                "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id WHERE a.key = ?",
+                (EPOCH_LOG_ATTR,),
+            ).fetchall()
+    except sqlite3.OperationalError:  # the study's tables are not there yet
+        return []
+    epochs = []
+    for number, value in rows:
+        for entry in json.loads(value):
+            record = EpochRecord.from_dict(entry)
+            epochs.append({"trial": number, "time": record.time, "val_accuracy": record.val_accuracy})
+    return epochs
+
+
+def rival_epochs(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     lines = path.read_text().splitlines()
     return [json.loads(line) for line in lines if line.endswith("}")]  # a line cut by the stop is skipped
 
 
-def summarize(events: list[dict[str, Any]], *, budget: float, target: float, exit_code: int | None) -> dict[str, Any]:
-    start = next(e["time"] for e in events if e.get("event") == "start")
-    trials = [e for e in events if e.get("event") == "trial" and e["time"] - start <= budget]
-    timeline, best = [], 0.0
-    reached = None
-    for event in trials:
-        seconds = event["time"] - start
-        accuracy = event.get("accuracy")
-        if accuracy is not None and accuracy > best:
-            best = accuracy
-            timeline.append([round(seconds, 1), round(best, 4)])
-        if reached is None and accuracy is not None and accuracy >= target:
-            reached = seconds
+def export_best(args, workdir: Path) -> dict[str, Any]:
+    """``tuner export-best`` on the tuner arm's study, as a user runs it after the search."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_")}
+    env.update(TUNER_ENV_FILE="", TF_CPP_MIN_LOG_LEVEL="3")
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", "tuner", "export-best", "--data", str(Path(args.data).resolve()), "--out", "final"],
+        cwd=workdir, env=env, capture_output=True, text=True,
+    )
+    seconds = round(time.perf_counter() - started, 1)
+    if completed.returncode:
+        return {"exit_code": completed.returncode, "seconds": seconds, "error": completed.stderr[-2000:]}
+    metadata = json.loads((workdir / "final" / "model.json").read_text())
     return {
-        "seconds_to_target": round(reached, 1) if reached is not None else None,
-        "best_accuracy": round(best, 4),
-        "trials_finished": len(trials),
-        "pruned": sum(1 for e in trials if e.get("state") == "PRUNED"),
-        "best_so_far": timeline,
-        "exit_code_after_stop": exit_code,
+        "seconds": seconds,
+        "trial": metadata["trial_number"],
+        "params": metadata["params"],
+        "epochs": metadata["training"]["epochs"],
+        "val_accuracy": metadata["trial"]["val_accuracy"],
+        "test_accuracy": metadata["test"]["accuracy"],
     }
 
 
-# ---- the arms, each run in its own process ----
+def _finite(value: float) -> float | None:
+    return None if not math.isfinite(value) else round(value, 1)
 
 
-class EventLog:
+def _hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+# ---- the rival arms, each run in its own process ----
+
+
+class EpochLog:
+    """Appends one JSON line per finished epoch; a path, not an open file, so KerasTuner can deep-copy it."""
+
     def __init__(self, path: Path) -> None:
-        self.handle = path.open("a", buffering=1)
+        self.path = str(path)
 
     def write(self, **event: Any) -> None:
-        self.handle.write(json.dumps({"time": time.time(), **event}) + "\n")
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"time": time.time(), **event}) + "\n")
+
+
+def epoch_logger(log: EpochLog, trial_id):
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            log.write(trial=trial_id(), epoch=epoch + 1, val_accuracy=float((logs or {}).get("val_accuracy", 0.0)))
+
+    return EpochLogger()
 
 
 def run_child(args) -> None:
+    from benchmarks.common import start_tensorflow
+
     start_tensorflow(args.threads)
-    import keras  # noqa: F401  (TensorFlow starts before the clock does, for every arm)
+    import keras  # noqa: F401  (TensorFlow starts inside the clock, as in every arm)
 
-    data = tuning_data(args.data)
-    log = EventLog(args.events)
-    log.write(event="start", arm=args.child)
-    if args.child == "tuner" or args.child.startswith("tuner@"):
-        run_tuner(args, log, study_file=args.child.partition("@")[2] or None)
-    elif args.child == "optuna":
-        run_optuna_loop(data, args, log)
-    elif args.child == "kerastuner":
-        run_kerastuner(data, args, log)
-
-
-def run_tuner(args, log: EventLog, *, study_file: str | None) -> None:
-    from tuner.config import resolve_run_config
-    from tuner.runner import run_study
-
-    storage = f"sqlite:///{args.events.with_suffix('.db')}"
-    config = resolve_run_config(study_file=study_file, storage_url=storage, data_path=args.data, n_trials=100_000, seed=args.seed)
-
-    def on_trial_end(outcome, n_finished, best) -> None:
-        log.write(event="trial", state=outcome.state, accuracy=outcome.val_accuracy, params=outcome.params)
-
-    run_study(config, on_trial_end=on_trial_end)
-
-
-def _default_space():
+    from tuner.data import load_tuning_data
     from tuner.studyfile import default_study_file, load_study_file
 
-    return load_study_file(default_study_file()).space
+    spec = load_study_file(default_study_file())
+    data = load_tuning_data(dataset=spec.dataset, data_path=args.data, validation_fraction=spec.validation_fraction, split_seed=spec.split_seed, options=spec.data_options)
+    log = EpochLog(args.events)
+    if args.child == "optuna":
+        run_optuna_loop(data, spec, args.seed, log)
+    else:
+        run_kerastuner(data, spec, args.seed, log, workdir=args.events.parent)
 
 
-def run_optuna_loop(data, args, log: EventLog) -> None:
-    """Optuna's Keras pruning example, adapted only to draw from the default study's space."""
+def run_optuna_loop(data, spec, seed: int, log: EpochLog) -> None:
+    """Optuna's Keras pruning example, with tuner's model builder so that both train the same models."""
     import keras
     import optuna
 
-    from tuner.model import suggest_hyperparameters
-
-    space = _default_space()
-    optimizers = {
-        "sgd": lambda lr: keras.optimizers.SGD(lr),
-        "sgd_momentum": lambda lr: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
-        "rmsprop": lambda lr: keras.optimizers.RMSprop(lr),
-        "adam": lambda lr: keras.optimizers.Adam(lr),
-    }
+    from tuner.model import build_model
 
     class PruningCallback(keras.callbacks.Callback):  # what optuna_integration.KerasPruningCallback does
         def __init__(self, trial, monitor):
@@ -215,96 +293,85 @@ def run_optuna_loop(data, args, log: EventLog) -> None:
             if self.trial.should_prune():
                 raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
-    def create_model(trial):
-        p = suggest_hyperparameters(trial, space)
-        model = keras.Sequential([keras.Input(shape=(data.input_dim,))])
-        for _ in range(p["n_layers"]):
-            model.add(keras.layers.Dense(p["units"], activation="relu", kernel_regularizer=keras.regularizers.l2(p["l2"])))
-            model.add(keras.layers.Dropout(p["dropout"]))
-        model.add(keras.layers.Dense(data.n_classes, activation="softmax", kernel_regularizer=keras.regularizers.l2(p["l2"])))
-        model.compile(optimizer=optimizers[p["optimizer"]](p["learning_rate"]), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model, p
-
     def objective(trial):
         keras.backend.clear_session()
-        model, p = create_model(trial)
-        model.fit(
-            data.x_train, data.y_train, batch_size=p["batch_size"], callbacks=[PruningCallback(trial, "val_accuracy")],
-            epochs=p["epochs"], validation_data=(data.x_val, data.y_val), verbose=0,
-        )
-        score = model.evaluate(data.x_val, data.y_val, verbose=0)
-        return score[1]
-
-    def on_trial_end(study, trial) -> None:
-        reported = list(trial.intermediate_values.values())
-        accuracy = trial.value if trial.value is not None else (reported[-1] if reported else None)
-        log.write(event="trial", state=trial.state.name, accuracy=accuracy, params=trial.params)
+        model, p = build_model(trial, spec.space, input_dim=data.input_dim, n_classes=data.n_classes, n_samples=len(data.x_train), training=spec.training)
+        callbacks = [epoch_logger(log, lambda: trial.number), PruningCallback(trial, "val_accuracy")]
+        model.fit(data.x_train, data.y_train, batch_size=p["batch_size"], epochs=p["epochs"], validation_data=(data.x_val, data.y_val), callbacks=callbacks, verbose=0)
+        return model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["accuracy"]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed), pruner=optuna.pruners.MedianPruner())
-    study.optimize(objective, n_trials=100_000, callbacks=[on_trial_end])
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner())
+    study.optimize(objective, n_trials=100_000, catch=(Exception,))
 
 
-def run_kerastuner(data, args, log: EventLog) -> None:
-    """KerasTuner Hyperband over the same space; the epoch budget is Hyperband's own resource."""
+def run_kerastuner(data, spec, seed: int, log: EpochLog, *, workdir: Path) -> None:
+    """KerasTuner's Hyperband over the same space; the epoch budget is Hyperband's own resource."""
+    import itertools
+
     import keras
     import keras_tuner as kt
 
-    from tuner.studyfile import Choice, FloatRange, IntRange
+    from tuner.studyfile import Choice, Fixed, FloatRange, IntRange
 
-    space = _default_space()
-    max_epochs = space["epochs"].high if isinstance(space["epochs"], IntRange) else 20
+    space = spec.space
+    max_epochs = spec.max_epochs
 
     def draw(hp, name):
-        spec = space[name]
-        if isinstance(spec, IntRange):
-            return hp.Int(name, spec.low, spec.high, sampling="log" if spec.log else "linear")
-        if isinstance(spec, FloatRange):
-            return hp.Float(name, spec.low, spec.high, sampling="log" if spec.log else "linear")
-        if isinstance(spec, Choice):
-            return hp.Choice(name, list(spec.choices))
-        return hp.Fixed(name, spec.value)
+        s = space[name]
+        if isinstance(s, IntRange):
+            return hp.Int(name, s.low, s.high, sampling="log" if s.log else "linear")
+        if isinstance(s, FloatRange):
+            return hp.Float(name, s.low, s.high, sampling="log" if s.log else "linear")
+        if isinstance(s, Choice):
+            return hp.Choice(name, list(s.choices))
+        assert isinstance(s, Fixed)
+        return hp.Fixed(name, s.value)
 
     class MLP(kt.HyperModel):
         def build(self, hp):
-            n_layers = draw(hp, "n_layers")
-            l2 = keras.regularizers.l2(draw(hp, "l2"))
-            model = keras.Sequential([keras.Input(shape=(data.input_dim,))])
+            n_layers, l2 = draw(hp, "n_layers"), draw(hp, "l2")
+            regularizer = keras.regularizers.l2(l2) if l2 else None
+            x = inputs = keras.Input(shape=(data.input_dim,))
+            if n_layers:
+                x = keras.layers.Dropout(draw(hp, "input_dropout"))(x)
             for _ in range(n_layers):
-                model.add(keras.layers.Dense(draw(hp, "units"), activation="relu", kernel_regularizer=l2))
-                model.add(keras.layers.Dropout(draw(hp, "dropout")))
-            model.add(keras.layers.Dense(data.n_classes, activation="softmax", kernel_regularizer=l2))
-            name, lr = draw(hp, "optimizer"), draw(hp, "learning_rate")
+                x = keras.layers.Dense(draw(hp, "units"), activation="relu", kernel_regularizer=regularizer)(x)
+                x = keras.layers.Dropout(draw(hp, "dropout"))(x)
+            outputs = keras.layers.Dense(data.n_classes, activation="softmax", kernel_regularizer=regularizer)(x)
+            model = keras.Model(inputs, outputs)
+            name, lr, decay = draw(hp, "optimizer"), draw(hp, "learning_rate"), draw(hp, "weight_decay") or None
             optimizer = {
-                "sgd": lambda: keras.optimizers.SGD(lr),
-                "sgd_momentum": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
-                "rmsprop": lambda: keras.optimizers.RMSprop(lr),
-                "adam": lambda: keras.optimizers.Adam(lr),
+                "sgd": lambda: keras.optimizers.SGD(lr, weight_decay=decay),
+                "sgd_momentum": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=decay),
+                "rmsprop": lambda: keras.optimizers.RMSprop(lr, weight_decay=decay),
+                "adam": lambda: keras.optimizers.Adam(lr, weight_decay=decay),
             }[name]()
             model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             return model
 
-        def fit(self, hp, model, *fit_args, **kwargs):
-            return model.fit(*fit_args, batch_size=draw(hp, "batch_size"), **kwargs)
+        def fit(self, hp, model, *fit_args, callbacks=(), **kwargs):
+            peak, schedule = draw(hp, "learning_rate"), draw(hp, "schedule")
+            callbacks = list(callbacks)
+            if schedule == "cosine":
+                callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch: peak * 0.5 * (1 + math.cos(math.pi * epoch / max_epochs))))
+            return model.fit(*fit_args, batch_size=draw(hp, "batch_size"), callbacks=callbacks, **kwargs)
+
+    current = {"trial": None}
 
     class LoggedHyperband(kt.Hyperband):
-        def on_trial_end(self, trial):
-            super().on_trial_end(trial)
-            log.write(event="trial", state=str(trial.status), accuracy=trial.score, params=dict(trial.hyperparameters.values))
+        def on_trial_begin(self, trial):
+            current["trial"] = trial.trial_id
+            super().on_trial_begin(trial)
 
-    tuner = LoggedHyperband(
-        MLP(), objective="val_accuracy", max_epochs=max_epochs, factor=3, seed=args.seed,
-        directory=str(args.events.parent / "kerastuner"), project_name="mnist", overwrite=True,
-    )
     stop_early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5)
-    tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), callbacks=[stop_early], verbose=0)
-    # Hyperband ran out of brackets before the budget: start another round, as a user with time left would.
-    for round_ in itertools.count(1):
+    for round_ in itertools.count():  # Hyperband ran out of brackets: another round, as a user with time left would
         tuner = LoggedHyperband(
-            MLP(), objective="val_accuracy", max_epochs=max_epochs, factor=3, seed=args.seed + round_,
-            directory=str(args.events.parent / "kerastuner"), project_name=f"mnist{time.time_ns()}", overwrite=True,
+            MLP(), objective="val_accuracy", max_epochs=max_epochs, factor=3, seed=seed + round_,
+            directory=str(workdir / "kerastuner"), project_name=f"round{round_}", overwrite=True,
         )
-        tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), callbacks=[stop_early], verbose=0)
+        logger = epoch_logger(log, lambda: f"{round_}/{current['trial']}")
+        tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), callbacks=[stop_early, logger], verbose=0)
 
 
 if __name__ == "__main__":
