@@ -103,7 +103,7 @@ def main() -> None:
             "arms": arms,
             "ceiling": ceilings,
             "extrapolation": extrapolation,
-            "ok": all(arm["audit"]["ok"] for arm in arms),
+            "ok": all(arm["ok"] for arm in arms),
             "server": server,
         },
         args.out,
@@ -134,8 +134,10 @@ def measure_arm(*, backend: str, clients: int, trials: int, admin_url: str, epoc
             processes.append((process, result, stderr))
         for process, _, stderr in processes:  # every client has joined the study before any takes a trial
             if process.stdout.readline().strip() != "ready":
+                # (For example PostgreSQL's max_connections reached.) The arm fails; the others still run.
                 stderr.seek(0)
-                raise SystemExit(f"a client failed to start ({backend}, K={clients}): {stderr.read()[-2000:]}")
+                lines = stderr.read().strip().splitlines() or ["no output"]
+                return {"backend": backend, "clients": clients, "failed_to_start": lines[-1], "trials_per_second": None, "audit": {"ok": False}, "ok": False}
         sampler = _ServerSampler(admin_url, fresh.database) if database_backend == "postgresql" else None
         started = time.perf_counter()
         for process, _, _ in processes:
@@ -151,8 +153,9 @@ def measure_arm(*, backend: str, clients: int, trials: int, admin_url: str, epoc
                 stderr.seek(0)
                 errors.append(stderr.read().strip().splitlines()[-1:])
         results = [json.loads(result.read_text()) for (_, result, _), code in zip(processes, exit_codes) if code == 0]
+        summary = summarize(results, audit(url, trials), server, proxy_cpu)
         return {"backend": backend, "clients": clients, "exit_codes": exit_codes, "errors": errors, "command_seconds": round(wall, 2),
-                **summarize(results, audit(url, trials), server, proxy_cpu)}
+                **summary, "ok": summary["audit"]["ok"] and not any(exit_codes)}
 
 
 @contextlib.contextmanager
@@ -310,7 +313,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 def ceiling(arms: list[dict]) -> dict[str, Any]:
     """One backend's figures across K: the most trials per second any K reached and the smallest K within 10%
     of it (where the storage saturates), the lock hold of a lone client, connections and CPU per trial."""
-    measured = sorted((arm for arm in arms if arm["trials_per_second"] and arm["audit"]["ok"]), key=lambda arm: arm["clients"])
+    measured = sorted((arm for arm in arms if arm["trials_per_second"] and arm["ok"]), key=lambda arm: arm["clients"])
     if not measured:
         return {"trials_per_second": None}
     best = max(arm["trials_per_second"] for arm in measured)

@@ -98,6 +98,7 @@ def _arm(clients: int, rate: float, *, peak: int | None, hold: float = 30.0, coo
         "clients": clients,
         "trials_per_second": rate,
         "audit": {"ok": ok},
+        "ok": ok,
         "lock_hold_ms": {"p50": hold},
         "coordination_ms_per_trial": {"mean": coordination},
         "connections": {"server": {"peak": peak} if peak is not None else None},
@@ -124,6 +125,13 @@ def test_db_ceiling_finds_where_throughput_saturates_and_what_limits_real_worker
     assert ceiling([_arm(1, 2.0, peak=2, ok=False)]) == {"trials_per_second": None}
 
 
+@pytest.mark.slow
+def test_db_ceiling_arm_whose_clients_cannot_start_fails_without_stopping_the_benchmark(tmp_path):
+    # A heartbeat of 0 s is a configuration tuner refuses: every client stops before joining the study.
+    arm = measure_arm(backend="sqlite", clients=2, trials=4, admin_url="unused for SQLite", epoch_seconds=0.001, heartbeat=0, folder=tmp_path)
+    assert arm["ok"] is False and arm["trials_per_second"] is None and "heartbeat" in arm["failed_to_start"]
+
+
 def test_db_ceiling_audit_counts_lost_and_unfinished_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     study = optuna.create_study(study_name=DB_CEILING_STUDY, storage=url)
@@ -147,7 +155,7 @@ def test_db_ceiling_trial_stand_in_describes_an_mnist_mlp():
 def test_db_ceiling_clients_finish_exactly_n_trials_on_sqlite(tmp_path):
     arm = measure_arm(backend="sqlite", clients=2, trials=6, admin_url="unused for SQLite", epoch_seconds=0.001, heartbeat=1, folder=tmp_path)
     assert arm["exit_codes"] == [0, 0], arm["errors"]
-    assert arm["audit"]["ok"] and arm["audit"]["finished"] == 6 and arm["audit"]["unfinished"] == 0
+    assert arm["ok"] and arm["audit"]["finished"] == 6 and arm["audit"]["unfinished"] == 0
     assert arm["trials_per_second"] > 0 and arm["lock_hold_ms"]["p50"] > 0 and arm["tell_ms"]["p50"] > 0
     assert arm["sql_statements_per_trial"] > 10 and arm["epochs_per_trial"] >= 1 and arm["cpu_ms_per_trial"]["clients"] > 0
     assert arm["connections"]["server"] is None  # a file has no server to count connections on
