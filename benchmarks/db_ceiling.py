@@ -1,6 +1,7 @@
-"""How many workers one database carries: K clients on one study, each a separate process doing what a tuner
-worker does per trial, with the training replaced by a short sleep, so that the database and Optuna's
-bookkeeping are the only load.
+"""How many workers one database carries: K worker-like clients on one study, trials per second and latencies.
+
+Each client is a separate process doing what a tuner worker does per trial, with the training replaced
+by a short sleep, so that the database and Optuna's bookkeeping are the only load.
 
 Each client runs tuner's own worker loop (``tuner.runner._work``: the study lock, the stale-trial sweep,
 the count, Optuna's ask, the trial, tell, and the reads `tuner run` makes after every trial) on a storage
