@@ -319,6 +319,8 @@ def test_pods_share_the_compose_stacks_commands_and_settings(kubectl, tmp_path, 
     for (kind, name), service in COMPOSE_COUNTERPART.items():
         template = find(objects, kind, name)["spec"]["template"]
         container, spec = tuner_container(template), services[service]
+        # Service links would add variables of their own, among them TUNER_DASHBOARD_PORT=tcp://<address>:8080.
+        assert template["spec"]["enableServiceLinks"] is False, name
         environment = container_environment(objects, template, container)
         assert container["command"] == spec["command"], name
         k8s_settings = {key for key in environment if key.startswith("TUNER_")}
