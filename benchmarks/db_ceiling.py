@@ -1,18 +1,18 @@
 """How many workers one database carries: K worker-like clients on one study, trials per second and latencies.
 
 Each client is a separate process doing what a tuner worker does per trial, with the training replaced
-by a short sleep, so that the database and Optuna's bookkeeping are the only load.
-
-Each client runs tuner's own worker loop (``tuner.runner._work``: the study lock, the stale-trial sweep,
-the count, Optuna's ask, the trial, tell, and the reads `tuner run` makes after every trial) on a storage
-opened by ``tuner.storage.open_storage`` with heartbeats, with the default study file's sampler and
-pruner built as ``tuner run`` builds them. Its trial draws the default space's parameters, then for each
-epoch sleeps, reports a validation loss and asks the pruner, and records the user attributes a real trial
-records. Per backend and K: the trials per second the storage sustains, lock wait and hold, the latency
-of each SQL statement and of report / prune check / tell, the connections open on the server, where the
+by a short sleep, so that the database and Optuna's bookkeeping are the only load. A client
+(benchmarks/db_ceiling_client.py) runs tuner's own worker loop (``tuner.runner._work``: the study lock,
+the stale-trial sweep, the count, Optuna's ask, the trial, tell, and the reads `tuner run` makes after
+every trial) on a storage opened by ``tuner.storage.open_storage`` with heartbeats, with the default
+study file's sampler and pruner built as ``tuner run`` builds them. Its trial draws the default space's
+parameters, then for each epoch sleeps, reports a validation loss and asks the pruner, and records the
+user attributes a real trial records. Per backend and K: the trials per second the storage sustains,
+lock wait and hold, the latency of each SQL statement and of report / prune check / tell, the
+connections open on the server, the CPU per trial of the clients and of the server, where the
 throughput saturates, and an audit: exactly N finished trials, numbered 0..N-1, none left RUNNING.
 
-    python -m benchmarks.db_ceiling --quick      # K = 1, 4, 8 on PostgreSQL and SQLite, 24 trials each (under 2 minutes)
+    python -m benchmarks.db_ceiling --quick      # K = 1, 4, 8 on PostgreSQL and SQLite, 24 trials each (90 CPU-seconds)
     python -m benchmarks.db_ceiling              # K = 1, 2, 4, 8, 16, 32 on PostgreSQL, SQLite and Optuna's gRPC proxy
 
 Every arm runs in a fresh database (a new PostgreSQL database, dropped afterwards, or a new SQLite file).
@@ -24,9 +24,7 @@ without them.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import gc
 import json
 import math
 import os
@@ -42,11 +40,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import FreshStorage, emit, parser
+from benchmarks.db_ceiling_client import STUDY
 
-STUDY = "db-ceiling"
 FULL_CLIENTS, QUICK_CLIENTS = "1,2,4,8,16,32", "1,4,8"
-LOCK_STATEMENTS = ("pg_advisory_lock", "pg_advisory_unlock", "GET_LOCK", "RELEASE_LOCK")  # their time is the lock's, not a query's
-INPUT_PIXELS, CLASSES = 784, 10
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
@@ -59,14 +56,7 @@ def main() -> None:
     p.add_argument("--trial-seconds", type=float, default=60.0, help="a real trial's length, for the extrapolation (default %(default)s)")
     p.add_argument("--budget", type=float, default=0.05, help="share of a real trial that coordination may cost (default %(default)s)")
     p.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", help="an admin URL; a fresh database is made and dropped per arm")
-    p.add_argument("--role", choices=("coordinator", "client", "proxy"), default="coordinator", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.role == "client":
-        run_client(json.loads(sys.stdin.readline()))
-        return
-    if args.role == "proxy":
-        serve_proxy(json.loads(sys.stdin.readline()))
-        return
     clients = [int(k) for k in (args.clients or (QUICK_CLIENTS if args.quick else FULL_CLIENTS)).split(",")]
     trials = args.trials or (24 if args.quick else 200)
     backends = (args.backends or ("postgresql,sqlite" if args.quick else "postgresql,sqlite,grpc")).split(",")
@@ -127,8 +117,8 @@ def measure_arm(*, backend: str, clients: int, trials: int, admin_url: str, epoc
             result = folder / f"client-{backend}-{clients}-{index}.json"
             stderr = stack.enter_context(open(folder / f"client-{backend}-{clients}-{index}.log", "w+"))
             process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.db_ceiling", "--role", "client"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=Path(__file__).resolve().parent.parent,
+                [sys.executable, "-m", "benchmarks.db_ceiling_client", "client"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
             )
             process.stdin.write(json.dumps({**spec, "result": str(result)}) + "\n")
             process.stdin.flush()
@@ -167,8 +157,8 @@ def _proxy(url: str, log: Path):
         port = probe.getsockname()[1]
     with open(log, "w") as stderr:  # not our stdout, which is the benchmark's JSON
         process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.db_ceiling", "--role", "proxy"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=Path(__file__).resolve().parent.parent,
+            [sys.executable, "-m", "benchmarks.db_ceiling_client", "proxy"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=ROOT,
         )
     process.stdin.write(json.dumps({"url": url, "port": port}) + "\n")
     process.stdin.flush()
@@ -192,14 +182,19 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 class _ServerSampler:
     """Five times a second while the clients run: the server's connections to the arm's database, and the CPU
-    time their backend processes have used (readable when the server runs on this machine)."""
+    time their backend processes have used (readable when the server runs on this machine).
+
+    Connections are client backends only: autovacuum and parallel-query workers also show the database's
+    name in pg_stat_activity, but have slots of their own outside max_connections.
+    """
 
     def __init__(self, admin_url: str, database: str) -> None:
         import sqlalchemy
 
         self._engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        self._query = sqlalchemy.text("SELECT pid FROM pg_stat_activity WHERE datname = :database").bindparams(database=database)
+        self._query = sqlalchemy.text("SELECT pid, backend_type FROM pg_stat_activity WHERE datname = :database").bindparams(database=database)
         self._counts: list[int] = []
+        self._others: list[int] = []
         self._cpu_by_pid: dict[int, float] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -208,9 +203,10 @@ class _ServerSampler:
     def _sample(self) -> None:
         with self._engine.connect() as connection:
             while not self._done.wait(0.2):
-                pids = [int(pid) for pid in connection.execute(self._query).scalars()]
-                self._counts.append(len(pids))
-                for pid in pids:
+                backends = connection.execute(self._query).all()
+                self._counts.append(sum(1 for _, kind in backends if kind == "client backend"))
+                self._others.append(len(backends) - self._counts[-1])
+                for pid, _ in backends:
                     seconds = process_cpu_seconds(pid)
                     if seconds is not None:
                         self._cpu_by_pid[pid] = seconds
@@ -223,6 +219,7 @@ class _ServerSampler:
             "peak": max(self._counts, default=0),
             "median": int(np.median(self._counts)) if self._counts else 0,
             "samples": len(self._counts),
+            "other_backends_peak": max(self._others, default=0),  # autovacuum, parallel workers: not connections
             # Up to the last sample (0.2 s) of each backend's work is missed; None when the server is elsewhere.
             "backend_cpu_seconds": round(sum(self._cpu_by_pid.values()), 2) if self._cpu_by_pid else None,
         }
@@ -392,255 +389,6 @@ def server_settings(admin_url: str) -> dict[str, Any]:
         limit = connection.execute(sqlalchemy.text("SHOW max_connections")).scalar()
     engine.dispose()
     return {"postgresql": version, "max_connections": int(limit)}
-
-
-# --- The gRPC proxy -------------------------------------------------------------------------------------------
-
-
-def serve_proxy(spec: dict[str, Any]) -> None:
-    import optuna
-
-    from tuner.storage import open_storage
-
-    # As Optuna advises for the proxy: its RDB storage with the in-process trial cache in front.
-    storage = optuna.storages.get_storage(open_storage(spec["url"], heartbeat_interval=None, grace_period=None))
-    optuna.storages.run_grpc_proxy_server(storage, host="127.0.0.1", port=spec["port"])
-
-
-# --- A client -------------------------------------------------------------------------------------------------
-
-
-class _Timings:
-    """One client's measurements: a record per trial, every SQL statement's latency, connections opened."""
-
-    def __init__(self) -> None:
-        self.trials: list[dict[str, Any]] = []
-        self.sql_ms: list[float] = []
-        self.statements = 0
-        self.connections_opened = 0
-        self.current: dict[str, Any] | None = None
-        self._requested = 0.0
-        self._gc_started: float | None = None
-
-    def discard_setup(self) -> None:
-        """Forget what joining the study cost; the connections it opened stay open and stay counted."""
-        self.trials, self.sql_ms, self.statements, self.current = [], [], 0, None
-
-    def lock_requested(self) -> None:
-        self._requested = time.perf_counter()
-
-    def lock_acquired(self) -> None:
-        now = time.perf_counter()
-        self.current = {"requested": self._requested, "acquired": now, "wait_ms": ms(now - self._requested), "hold_ms": None, "report_ms": [], "prune_ms": [], "gc_ms": 0.0}
-
-    def lock_released(self) -> None:
-        if self.current is not None and self.current["hold_ms"] is None:
-            self.current["hold_ms"] = ms(time.perf_counter() - self.current["acquired"])
-
-    def objective_ended(self) -> None:
-        self.current["objective_end"] = time.perf_counter()
-        self.current["gc_ms"] = 0.0
-
-    def after_trial_started(self) -> None:
-        now = time.perf_counter()
-        self.current["tell_ms"] = ms(now - self.current["objective_end"]) - self.current["gc_ms"]  # Optuna's gc.collect() is not the storage's
-        self.current["after_started"] = now
-
-    def trial_finished(self, state: str) -> None:
-        now = time.perf_counter()
-        record = self.current
-        record.update(after_ms=ms(now - record.pop("after_started")), wall_ms=ms(now - record.pop("requested")), state=state)
-        for key in ("acquired", "objective_end"):
-            record.pop(key)
-        self.trials.append(record)
-        self.current = None
-
-    def on_gc(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._gc_started = time.perf_counter()
-        elif self._gc_started is not None and self.current is not None:
-            self.current["gc_ms"] += ms(time.perf_counter() - self._gc_started)
-
-    def result(self, cpu_seconds: float) -> dict[str, Any]:
-        return {
-            "trials": self.trials,
-            "sql_ms": [round(v, 3) for v in self.sql_ms],
-            "statements": self.statements,
-            "connections_opened": self.connections_opened,
-            "cpu_seconds": round(cpu_seconds, 3),
-        }
-
-
-def ms(seconds: float) -> float:
-    return round(1000 * seconds, 3)
-
-
-def _timed_lock(storage, timings: _Timings):
-    from tuner.storage import StudyLock
-
-    class TimedStudyLock(StudyLock):
-        """tuner's study lock, timing how long each acquisition waited and how long it was held."""
-
-        def acquire(self) -> None:
-            if self._held is None:
-                timings.lock_requested()
-                super().acquire()
-                timings.lock_acquired()
-
-        def release(self) -> None:
-            held = self._held is not None
-            super().release()
-            if held:
-                timings.lock_released()
-
-    return TimedStudyLock(storage, STUDY)
-
-
-def _instrument(engine, timings: _Timings) -> None:
-    """Time every SQL statement this process sends (the lock's own statements excepted) and count new connections."""
-    from sqlalchemy import event
-
-    def before(connection, cursor, statement, parameters, context, executemany) -> None:
-        connection.info.setdefault("benchmark_started", []).append(time.perf_counter())
-
-    def after(connection, cursor, statement, parameters, context, executemany) -> None:
-        started = connection.info["benchmark_started"].pop()
-        if not any(name in statement for name in LOCK_STATEMENTS):
-            timings.sql_ms.append(1000 * (time.perf_counter() - started))
-            timings.statements += 1
-
-    def connected(dbapi_connection, record) -> None:
-        timings.connections_opened += 1
-
-    event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "after_cursor_execute", after)
-    event.listen(engine, "connect", connected)
-
-
-class SleepingObjective:
-    """A trial without training: the default space's parameters, then per epoch a sleep, a report and a
-    prune check, and the user attributes tuner's Objective records (n_params; train_seconds,
-    epochs_trained, best_epoch, val_accuracy and val_loss, pruned or not; latency_ms when complete)."""
-
-    def __init__(self, *, space, epoch_seconds: float, timings: _Timings) -> None:
-        self.space = space
-        self.epoch_seconds = epoch_seconds
-        self.timings = timings
-
-    def __call__(self, trial) -> float:
-        record = self.timings.current
-        record["sleep_ms"] = 0.0
-        try:
-            return self._train(trial, record)
-        finally:
-            self.timings.objective_ended()
-
-    def _train(self, trial, record: dict[str, Any]) -> float:
-        import optuna
-
-        from tuner.model import suggest_hyperparameters
-
-        started = time.perf_counter()
-        params = suggest_hyperparameters(trial, self.space)
-        record["suggest_ms"] = ms(time.perf_counter() - started)
-        attrs = time.perf_counter()
-        trial.set_user_attr("n_params", mlp_parameters(params))
-        attrs_seconds = time.perf_counter() - attrs
-        best_loss, best_epoch, epochs = math.inf, 0, 0
-        try:
-            for epoch, loss in enumerate(validation_curve(trial.number, params["epochs"]), start=1):
-                time.sleep(self.epoch_seconds)
-                record["sleep_ms"] += ms(self.epoch_seconds)
-                epochs = epoch
-                if loss < best_loss:
-                    best_loss, best_epoch = loss, epoch
-                reported = time.perf_counter()
-                trial.report(loss, step=epoch)
-                checked = time.perf_counter()
-                prune = trial.should_prune()
-                record["report_ms"].append(ms(checked - reported))
-                record["prune_ms"].append(ms(time.perf_counter() - checked))
-                if prune:
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-        finally:
-            attrs = time.perf_counter()
-            trial.set_user_attr("train_seconds", round(record["sleep_ms"] / 1000, 3))
-            trial.set_user_attr("epochs_trained", epochs)
-            trial.set_user_attr("best_epoch", best_epoch)
-            trial.set_user_attr("val_accuracy", round(1.0 - best_loss / 3, 4))
-            trial.set_user_attr("val_loss", best_loss)
-            attrs_seconds += time.perf_counter() - attrs
-            record["attrs_ms"] = ms(attrs_seconds)
-        trial.set_user_attr("latency_ms", 0.001)
-        return best_loss
-
-
-def mlp_parameters(params: dict[str, Any]) -> int:
-    """Weights and biases of the MLP these parameters describe, on MNIST's 784 pixels and 10 classes."""
-    widths = [INPUT_PIXELS] + [params["units"]] * params["n_layers"] + [CLASSES]
-    return sum(a * b + b for a, b in zip(widths, widths[1:]))
-
-
-def validation_curve(seed: int, epochs: int) -> list[float]:
-    """A falling validation loss per epoch, its floor and speed drawn per trial, so that the median pruner
-    has better and worse trials to tell apart."""
-    rng = np.random.default_rng(seed)
-    floor, scale, rate = 0.06 + 0.3 * rng.random(), 0.5 + 1.5 * rng.random(), 0.2 + 0.4 * rng.random()
-    return [float(floor + scale * math.exp(-rate * epoch) + 0.01 * rng.standard_normal()) for epoch in range(1, epochs + 1)]
-
-
-def run_client(spec: dict[str, Any]) -> None:
-    import optuna
-
-    from tuner.config import resolve_run_config
-    from tuner.convergence import estimate_convergence
-    from tuner.runner import Tally, _TrialSeededSampler, _work, best_outcome
-    from tuner.search import make_pruner
-    from tuner.storage import open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = resolve_run_config(storage_url=spec["url"], study_name=STUDY, n_trials=spec["trials"], heartbeat_interval=spec["heartbeat"], baselines=False)
-    timings = _Timings()
-    if spec["grpc"]:
-        # The lock needs a session of its own on the database; everything else goes through the proxy.
-        lock_storage = open_storage(spec["url"], heartbeat_interval=None, grace_period=None)
-        study_storage = optuna.storages.GrpcStorageProxy(host=spec["grpc"]["host"], port=spec["grpc"]["port"])
-        study_storage.wait_server_ready(timeout=60)
-    else:
-        lock_storage = study_storage = open_storage(spec["url"], heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
-    _instrument(lock_storage.engine, timings)
-    lock = _timed_lock(lock_storage, timings)
-    spec_ = config.spec
-    with lock:  # as prepare_study: the first client creates the study, the others join it
-        study = optuna.create_study(
-            study_name=STUDY,
-            storage=study_storage,
-            sampler=_TrialSeededSampler(spec_.sampler),
-            pruner=make_pruner(spec_.pruner, max_epochs=spec_.max_epochs),
-            direction="minimize",
-            load_if_exists=True,
-        )
-    timings.discard_setup()
-    gc.callbacks.append(timings.on_gc)
-
-    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        # What run_study does after every trial of `tuner run`: the progress line's count and best trial,
-        # then the convergence estimate.
-        timings.after_trial_started()
-        Tally.of(study.get_trials(deepcopy=False))
-        best_outcome(study)
-        estimate_convergence(study, window=spec_.convergence_window, tolerance=spec_.convergence_tolerance)
-        timings.trial_finished(trial.state.name)
-
-    objective = SleepingObjective(space=spec_.space, epoch_seconds=spec["epoch_seconds"], timings=timings)
-    print("ready", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        raise SystemExit("the coordinator went away before the start")
-    cpu = time.process_time()
-    _work(study, objective, lock, config, after_trial, stop=lambda: False)
-    cpu = time.process_time() - cpu
-    gc.callbacks.remove(timings.on_gc)
-    Path(spec["result"]).write_text(json.dumps(timings.result(cpu)))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from benchmarks.db_ceiling import STUDY as DB_CEILING_STUDY
-from benchmarks.db_ceiling import audit, ceiling, extrapolate, measure_arm, mlp_parameters, validation_curve
+from benchmarks.db_ceiling import audit, ceiling, extrapolate, measure_arm
+from benchmarks.db_ceiling_client import STUDY as DB_CEILING_STUDY
+from benchmarks.db_ceiling_client import mlp_parameters, validation_curve
 from benchmarks.run_all import figures
 from benchmarks.storage_scale import EPOCHS, _bookkeeping, _fill, _study
 from benchmarks.time_to_accuracy import summarize
