@@ -1,14 +1,19 @@
 """The benchmarks' own logic: how a time-to-accuracy run is scored, how the suite judges its targets,
-and that the storage benchmark's bulk-written history is one Optuna reads back as real trials."""
+that the storage benchmark's bulk-written history is one Optuna reads back as real trials, and how the
+database-ceiling benchmark audits, summarizes and extrapolates its arms (and runs one, on each backend)."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
+from benchmarks.db_ceiling import audit, ceiling, extrapolate, measure_arm
+from benchmarks.db_ceiling_client import STUDY as DB_CEILING_STUDY
+from benchmarks.db_ceiling_client import mlp_parameters, validation_curve
 from benchmarks.run_all import figures
 from benchmarks.storage_scale import EPOCHS, _bookkeeping, _fill, _study
 from benchmarks.time_to_accuracy import judge, summarize
+from tests.conftest import SERVER_ADMIN_URLS
 
 
 def _epochs(*epochs: tuple[float, float, int]) -> list[dict]:
@@ -98,3 +103,85 @@ def test_storage_history_written_in_bulk_reads_back_as_optuna_trials(tmp_path):
             assert trial.value == pytest.approx(min(trial.intermediate_values.values()))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials[40:])
     assert len(timings) == 2 and all(wall > 0 and cpu >= 0 for wall, cpu in timings)
+
+
+# --- benchmarks/db_ceiling.py ---------------------------------------------------------------------------------
+
+
+def _arm(clients: int, rate: float, *, peak: int | None, hold: float = 30.0, coordination: float = 400.0, server_cpu: float | None = 70.0, ok: bool = True) -> dict:
+    return {
+        "clients": clients,
+        "trials_per_second": rate,
+        "audit": {"ok": ok},
+        "ok": ok,
+        "lock_hold_ms": {"p50": hold},
+        "coordination_ms_per_trial": {"mean": coordination},
+        "connections": {"server": {"peak": peak} if peak is not None else None},
+        "cpu_ms_per_trial": {"database_server": server_cpu, "clients": 300.0},
+    }
+
+
+def test_db_ceiling_finds_where_throughput_saturates_and_what_limits_real_workers():
+    arms = [_arm(1, 2.0, peak=2), _arm(4, 6.0, peak=8, hold=45), _arm(8, 6.3, peak=16), _arm(16, 9.9, peak=40, ok=False)]
+    found = ceiling(arms)
+    # K=16 lost trials, so it does not count; 6.0 is within 10% of the best, 6.3, so K=4 is where it saturates.
+    assert found["trials_per_second"] == 6.3 and found["saturates_at_clients"] == 4
+    assert found["lock_hold_ms_alone"] == 30.0 and found["lock_hold_ms_at_saturation"] == 45
+    assert found["server_connections_per_client"] == 2.0  # (16 - 2) / (8 - 1)
+
+    limited = extrapolate(found, trial_seconds=60, budget=0.05, max_connections=100, server_cores=2)
+    assert limited["bounds"] == {"measured_ceiling_of_this_machine": 396, "study_lock": 2100, "database_server_cpu": 1800, "max_connections": 45}
+    assert (limited["workers"], limited["limited_by"]) == (45, "max_connections")
+    assert limited["coordination_alone_within_budget"] is True  # 400 ms of a 60 s trial
+    roomy = extrapolate(found, trial_seconds=60, budget=0.05, max_connections=10_000, server_cores=2)
+    assert (roomy["workers"], roomy["limited_by"]) == (1800, "database_server_cpu")
+    assert extrapolate(found, trial_seconds=6, budget=0.05, max_connections=100, server_cores=2)["coordination_alone_within_budget"] is False
+
+    assert ceiling([_arm(1, 2.0, peak=2, ok=False)]) == {"trials_per_second": None}
+
+
+@pytest.mark.slow
+def test_db_ceiling_arm_whose_clients_cannot_start_fails_without_stopping_the_benchmark(tmp_path):
+    # A heartbeat of 0 s is a configuration tuner refuses: every client stops before joining the study.
+    arm = measure_arm(backend="sqlite", clients=2, trials=4, admin_url="unused for SQLite", epoch_seconds=0.001, heartbeat=0, folder=tmp_path)
+    assert arm["ok"] is False and arm["trials_per_second"] is None and "heartbeat" in arm["failed_to_start"]
+
+
+def test_db_ceiling_audit_counts_lost_and_unfinished_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    study = optuna.create_study(study_name=DB_CEILING_STUDY, storage=url)
+    for _ in range(4):
+        study.tell(study.ask(), 1.0)
+    assert audit(url, 4)["ok"] and audit(url, 4)["contiguous"]
+    assert not audit(url, 5)["ok"]  # one trial short
+    study.ask()  # left RUNNING
+    stuck = audit(url, 4)
+    assert not stuck["ok"] and stuck["unfinished"] == 1 and stuck["trials"] == 5
+
+
+def test_db_ceiling_trial_stand_in_describes_an_mnist_mlp():
+    assert mlp_parameters({"n_layers": 0, "units": 0}) == 784 * 10 + 10
+    assert mlp_parameters({"n_layers": 2, "units": 64}) == (784 * 64 + 64) + (64 * 64 + 64) + (64 * 10 + 10)
+    curve = validation_curve(7, 12)
+    assert len(curve) == 12 and curve == validation_curve(7, 12) and curve[-1] < curve[0]
+
+
+@pytest.mark.slow
+def test_db_ceiling_clients_finish_exactly_n_trials_on_sqlite(tmp_path):
+    arm = measure_arm(backend="sqlite", clients=2, trials=6, admin_url="unused for SQLite", epoch_seconds=0.001, heartbeat=1, folder=tmp_path)
+    assert arm["exit_codes"] == [0, 0], arm["errors"]
+    assert arm["ok"] and arm["audit"]["finished"] == 6 and arm["audit"]["unfinished"] == 0
+    assert arm["trials_per_second"] > 0 and arm["lock_hold_ms"]["p50"] > 0 and arm["tell_ms"]["p50"] > 0
+    assert arm["sql_statements_per_trial"] > 10 and arm["epochs_per_trial"] >= 1 and arm["cpu_ms_per_trial"]["clients"] > 0
+    assert arm["connections"]["server"] is None  # a file has no server to count connections on
+
+
+@pytest.mark.slow
+@pytest.mark.servers
+def test_db_ceiling_clients_on_postgresql_are_counted_on_the_server(servers, tmp_path):
+    servers.url("postgresql")  # skips, or fails in CI, without a server
+    arm = measure_arm(backend="postgresql", clients=2, trials=6, admin_url=SERVER_ADMIN_URLS["postgresql"], epoch_seconds=0.001, heartbeat=1, folder=tmp_path)
+    assert arm["exit_codes"] == [0, 0], arm["errors"]
+    assert arm["audit"]["ok"] and arm["audit"]["finished"] == 6
+    assert arm["connections"]["server"]["peak"] >= 2  # at least the lock's connection of each client
+    assert arm["sql_statement_ms"]["p50"] > 0 and arm["lock_wait_ms"]["max"] >= 0
