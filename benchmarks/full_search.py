@@ -1,0 +1,89 @@
+"""A whole default search as a user runs it: ``tuner run --trials N`` then ``tuner export-best``, timed.
+
+    python -m benchmarks.full_search                    # 100 trials on full MNIST, then the export
+    python -m benchmarks.full_search --trials 20 --data /tmp/mnist1d
+
+Both commands run in a fresh working directory with nothing but ``--trials`` and ``--data`` given, so
+every other setting is the default study's. Prints the wall time of each, the trial counts, the best
+trial and the final model's test accuracy from its model.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from benchmarks.common import emit, parser
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n")[0])
+    p.add_argument("--trials", type=int, default=100, help="trials of the search (default %(default)s)")
+    args = p.parse_args()
+    trials = 8 if args.quick else args.trials
+    data = str(Path(args.data).resolve())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_")}
+    env.update(TUNER_ENV_FILE="", TF_CPP_MIN_LOG_LEVEL="3")
+    with tempfile.TemporaryDirectory(prefix="full-search-") as tmp:
+        search_s = _timed([sys.executable, "-m", "tuner", "run", "--trials", str(trials), "--data", data], cwd=tmp, env=env)
+        export_s = _timed([sys.executable, "-m", "tuner", "export-best", "--data", data], cwd=tmp, env=env)
+        result = {"trials": trials, "data": data, "search_s": search_s, "export_s": export_s, "total_s": round(search_s + export_s, 1)}
+        result.update(_study(Path(tmp) / "tuner.db"))
+        result["final"] = _model_json(next(Path(tmp, "artifacts").glob("*/model.json")))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    emit(f"full_search_{stamp}", result, args.out)
+
+
+def _timed(command: list[str], *, cwd: str, env: dict[str, str]) -> float:
+    print(f"[full_search] {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seconds = round(time.perf_counter() - started, 1)
+    if completed.returncode:
+        raise SystemExit(f"{' '.join(command[1:3])} failed with exit code {completed.returncode}:\n{completed.stderr[-3000:]}")
+    print(completed.stdout[-3000:], file=sys.stderr, flush=True)
+    return seconds
+
+
+def _study(database: Path) -> dict[str, Any]:
+    from tuner.records import PORTFOLIO_ATTR, epoch_log
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{database}"
+    (name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for trial in trials:
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    best = study.best_trial
+    accuracies = [(record.val_accuracy, trial.number) for trial in trials for record in epoch_log(trial)]
+    return {
+        "states": states,
+        "epochs_trained": sum(len(epoch_log(t)) for t in trials),
+        "best_trial": {
+            "number": best.number,
+            "portfolio": best.user_attrs.get(PORTFOLIO_ATTR),
+            "val_loss": best.value,
+            "val_accuracy": best.user_attrs.get("val_accuracy"),
+            "params": best.params,
+        },
+        "best_epoch_val_accuracy": max(accuracies) if accuracies else None,
+    }
+
+
+def _model_json(path: Path) -> dict[str, Any]:
+    metadata = json.loads(path.read_text())
+    return {"trial": metadata["trial_number"], "test_accuracy": metadata["test"]["accuracy"], "test_loss": metadata["test"]["loss"], "epochs": metadata["training"]["epochs"]}
+
+
+if __name__ == "__main__":
+    main()
