@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import invoke
 from tests.test_report import HISTORY, confusion, make_study, write_export
+from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.storage import load_study
 
 CHROMIUM = Path(os.environ.get("TUNER_CHROMIUM", "/usr/bin/chromium"))
@@ -181,7 +182,13 @@ def test_report_renders_offline_in_chromium(browser, trained_study, cli, tmp_pat
     page = check_report_page(browser, out, tmp_path / "report.png")
     assert page["figures"] >= 6 and page["svgs"] >= page["figures"]
     assert page["network"] == [] and page["errors"] == []
-    assert page["headings"][:3] == ["Trials by state", "Validation loss per epoch (pruning curves)", "Optimization history (best so far)"]
+    assert page["headings"][:5] == [
+        "Trials by state",
+        "Validation loss per epoch (pruning curves)",
+        ACCURACY_PER_EPOCH,
+        ACCURACY_OVER_TIME,
+        "Optimization history (best so far)",
+    ]
     assert browser.find_element("css selector", "h1").text == f"Study {name}"
 
 
