@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.selection import most_accurate
 
 __all__ = ["COST_AXES", "ParetoPoint", "pareto_front", "pareto_trials", "best_within_budget"]
 
@@ -70,7 +71,7 @@ def pareto_front(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss"
 
 
 def best_within_budget(study: optuna.Study, *, max_params: int | None = None, max_latency_ms: float | None = None) -> FrozenTrial:
-    """The completed trial with the lowest validation loss whose cost fits the budget."""
+    """The completed trial whose cost fits the budget that a final model is trained from (tuner.selection)."""
     fitting = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         n_params, latency = trial.user_attrs.get("n_params"), trial.user_attrs.get("latency_ms")
@@ -79,7 +80,8 @@ def best_within_budget(study: optuna.Study, *, max_params: int | None = None, ma
         if max_latency_ms is not None and (latency is None or latency > max_latency_ms):
             continue
         fitting.append(trial)
-    if not fitting:
+    selection = most_accurate(fitting)
+    if selection is None:
         budget = ", ".join(part for part in (max_params and f"at most {max_params} parameters", max_latency_ms and f"at most {max_latency_ms} ms per sample") if part)
         raise StudyNotFoundError(f"no completed trial of study {study.study_name!r} fits the budget ({budget})")
-    return min(fitting, key=lambda t: (t.value, t.number))
+    return selection.trial

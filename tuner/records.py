@@ -6,12 +6,13 @@ here, so a record is spelled once. Importing this module is cheap: no TensorFlow
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial
 
-__all__ = ["EPOCH_LOG_ATTR", "DIVERGED_ATTR", "PORTFOLIO_ATTR", "BASELINE_ATTR", "EpochRecord", "epoch_log"]
+__all__ = ["EPOCH_LOG_ATTR", "DIVERGED_ATTR", "PORTFOLIO_ATTR", "BASELINE_ATTR", "EpochRecord", "epoch_log", "peak_accuracy"]
 
 EPOCH_LOG_ATTR = "epoch_log"  # one entry per finished epoch, written as the epoch ends
 DIVERGED_ATTR = "diverged"  # why a pruned trial's training diverged (NaN or infinite loss)
@@ -42,3 +43,9 @@ def epoch_log(trial: FrozenTrial) -> list[EpochRecord]:
     if not isinstance(entries, list):
         return []
     return [EpochRecord.from_dict(entry) for entry in entries if isinstance(entry, dict)]
+
+
+def peak_accuracy(trial: FrozenTrial) -> EpochRecord | None:
+    """The trial's epoch of highest validation accuracy (the earliest, if several tie); None without an epoch log."""
+    scored = [record for record in epoch_log(trial) if math.isfinite(record.val_accuracy)]
+    return max(scored, key=lambda record: (record.val_accuracy, -record.epoch)) if scored else None

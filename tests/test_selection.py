@@ -1,0 +1,53 @@
+"""The final model's trial: highest validation accuracy, trained to the epoch it was reached."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from tuner.records import EPOCH_LOG_ATTR, EpochRecord
+from tuner.selection import final_epochs, most_accurate
+
+
+def _trial(value, log=None, *, state=TrialState.COMPLETE, **attrs):
+    entries = [EpochRecord(epoch=i + 1, time=float(i), val_loss=loss, val_accuracy=accuracy).to_dict() for i, (loss, accuracy) in enumerate(log or [])]
+    return create_trial(
+        state=state,
+        value=value if state == TrialState.COMPLETE else None,
+        params={"x": 0.5},
+        distributions={"x": FloatDistribution(0, 1)},
+        user_attrs={EPOCH_LOG_ATTR: entries, **attrs} if log else attrs,
+    )
+
+
+def _study(*trials):
+    study = optuna.create_study()
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def test_an_overconfident_trial_of_lowest_loss_loses_to_the_more_accurate_one():
+    # Lowest loss at epoch 2, then more confident and more accurate; the other trial is better still.
+    overconfident = _trial(0.060, [(0.08, 0.975), (0.060, 0.980), (0.070, 0.983), (0.090, 0.982)])
+    accurate = _trial(0.065, [(0.09, 0.970), (0.070, 0.981), (0.065, 0.986), (0.066, 0.987)])
+    pruned = _trial(None, [(0.05, 0.990)], state=TrialState.PRUNED)  # never a candidate
+    study = _study(overconfident, accurate, pruned)
+    assert study.best_trial.number == 0  # the search's own best is the lowest loss
+    selection = most_accurate(study.trials)
+    assert (selection.trial.number, selection.val_accuracy, selection.epoch) == (1, 0.987, 4)
+    assert final_epochs(study.trials[0]) == 3  # its accuracy peaked after its loss did
+
+
+def test_ties_go_to_the_lower_loss_then_the_earlier_trial_and_the_earliest_epoch():
+    study = _study(_trial(0.07, [(0.07, 0.98)]), _trial(0.06, [(0.06, 0.98), (0.065, 0.98)]), _trial(0.06, [(0.06, 0.98)]))
+    selection = most_accurate(study.trials)
+    assert (selection.trial.number, selection.epoch) == (1, 1)
+
+
+def test_trials_without_an_epoch_log_compete_with_their_recorded_accuracy_and_best_epoch():
+    study = _study(_trial(0.05, val_accuracy=0.984, best_epoch=12), _trial(0.06, [(0.06, 0.983)]))
+    selection = most_accurate(study.trials)
+    assert (selection.trial.number, selection.val_accuracy, selection.epoch) == (0, 0.984, 12)
+    assert most_accurate(_study(_trial(None, state=TrialState.FAIL)).trials) is None
