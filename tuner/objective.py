@@ -9,6 +9,7 @@ import optuna
 from tuner.data import TuningData
 from tuner.errors import TrialError
 from tuner.model import build_model
+from tuner.provenance import TRIAL_SEED_ATTR, trial_seed
 from tuner.records import PORTFOLIO_ATTR
 from tuner.studyfile import StudySpec
 
@@ -51,7 +52,9 @@ class Objective:
 
         from tuner.training import EpochMonitor, measure_latency_ms
 
-        keras.utils.set_random_seed(self.seed + trial.number)
+        seed = trial_seed(self.seed, trial.number)
+        trial.set_user_attr(TRIAL_SEED_ATTR, seed)  # export-best trains the final model with this very seed
+        keras.utils.set_random_seed(seed)
         model, params = build_model(
             trial,
             self.spec.space,
@@ -83,3 +86,4 @@ class Objective:
         # Cost of the trained model, for the accuracy-against-cost front (pruned trials never get here).
         trial.set_user_attr("latency_ms", round(measure_latency_ms(model, self.data.x_val), 6))
         return monitor.best_loss
+
