@@ -33,9 +33,13 @@ class Objective:
             return self._train(trial)
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM (the CLI turns it into this): the runner queues the trial again.
+            _set_reason(trial, "interrupted (Ctrl-C or SIGTERM); queued again with the same parameters")
+            raise
         except Exception as exc:
             # Optuna records the trial as FAIL and the study goes on; the reason stays with the trial.
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:1000])
+            _set_reason(trial, f"{type(exc).__name__}: {exc}"[:1000])
             raise
 
     def _train(self, trial: optuna.Trial) -> float:
@@ -87,3 +91,9 @@ class Objective:
         trial.set_user_attr("latency_ms", round(measure_latency_ms(model, self.data.x_val), 6))
         return monitor.best_loss
 
+
+def _set_reason(trial: optuna.Trial, reason: str) -> None:
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # another worker failed this trial meanwhile (a stale heartbeat); the runner drops it

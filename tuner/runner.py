@@ -311,7 +311,10 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], lock:
 
 
 def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, after_trial) -> str:
+    started: list[optuna.Trial] = []
+
     def run_unlocked(trial: optuna.Trial) -> float:
+        started.append(trial)
         lock.release()  # the trial is RUNNING now and counts for every other worker
         if trial.user_attrs.get("fail_reason") is not None:
             trial.set_user_attr("fail_reason", None)  # a retry inherits the attributes of the trial that died
@@ -324,8 +327,34 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, 
             return _DONE
         if tally.taken >= n_trials:
             return _WAIT  # the last trials run elsewhere; stay to retry one if its worker dies
-        study.optimize(run_unlocked, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
+        try:
+            study.optimize(run_unlocked, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
+        except KeyboardInterrupt:
+            if started:
+                _requeue_interrupted(study, started[0])
+            raise
+        except Exception as exc:
+            if not started or not _finished_elsewhere(study, started[0]):
+                raise
+            # Another worker's stale-trial sweep failed (and re-queued) this trial while it trained here:
+            # a lost heartbeat, a database blip. Its result cannot be recorded; the study goes on.
+            _log.warning("trial %d was marked failed by another worker while this one trained it (%s); dropped it, going on", started[0].number, first_line(exc))
     return _RAN
+
+
+def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
+
+
+def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """An interrupted trial (Ctrl-C, SIGTERM) is FAIL with its reason; queue it again as a dead worker's trial is.
+
+    The retry records the trial in its ``retry_history``, so the interrupted one does not count towards
+    the study's total. Never limited in number: an interrupt is not the configuration's fault.
+    """
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state == TrialState.FAIL:
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
 
 
 class _Backoff:
