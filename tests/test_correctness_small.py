@@ -77,12 +77,12 @@ def _export_dir(path: Path, text: str) -> Path:
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_replacing_an_export_never_leaves_no_export(tmp_path, monkeypatch, exchange):
     """A SIGTERM in the middle of the replacement leaves the old or the new export, never neither."""
-    import tuner.export
+    import tuner.swap
 
     target = _export_dir(tmp_path / "out", "old")
     staging = _export_dir(tmp_path / ".out.tmp", "new")
     if not exchange:
-        monkeypatch.setattr(tuner.export, "_exchange", lambda first, second: False, raising=False)
+        monkeypatch.setattr(tuner.swap, "_exchange", lambda first, second: False)
     original, seen = Path.rename, []
 
     def rename_then_sigterm(self, destination):
@@ -98,7 +98,7 @@ def test_replacing_an_export_never_leaves_no_export(tmp_path, monkeypatch, excha
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         try:
-            tuner.export._install(staging, target)
+            tuner.swap.install_directory(staging, target)
         except KeyboardInterrupt:
             pass
     finally:

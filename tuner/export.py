@@ -8,21 +8,16 @@ Files are written to a temporary directory next to the target and renamed into p
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import errno
 import os
 import platform
 import re
 import shutil
-import signal
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import optuna
@@ -36,6 +31,7 @@ from tuner.exportmeta import METADATA_FILE, ExportMetadata, ModelInput
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
 from tuner.storage import describe_storage, load_study, mask_url
+from tuner.swap import install_directory
 from tuner.studyfile import TrainingSpec
 
 if TYPE_CHECKING:
@@ -389,7 +385,7 @@ def _write_export(target: Path, model: "keras.Model", metadata: ExportMetadata, 
         model.save(staging / MODEL_FILE)
         _write_json(staging / METADATA_FILE, metadata)
         _check_target(target, force=force)  # it may have appeared while we trained
-        return _install(staging, target)
+        return install_directory(staging, target)
     except OSError as exc:
         raise ExportError(f"cannot write {target}: {exc.strerror or exc}; the previous contents are unchanged") from None
     finally:
@@ -398,67 +394,6 @@ def _write_export(target: Path, model: "keras.Model", metadata: ExportMetadata, 
 
 def _write_json(path: Path, metadata: ExportMetadata) -> None:
     metadata.write(path)
-
-
-def _install(staging: Path, target: Path) -> bool:
-    """Put the complete export at ``target``; at no moment is there no export there."""
-    if not target.exists():
-        staging.rename(target)
-        return False
-    if _exchange(staging, target):  # one atomic step: the old export is now in staging, which the caller removes
-        return True
-    # No atomic exchange on this system: two renames, with Ctrl-C and SIGTERM held off between them.
-    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    with _signals_deferred():
-        target.rename(backup)
-        try:
-            staging.rename(target)
-        except BaseException:
-            backup.rename(target)
-            raise
-    shutil.rmtree(backup, ignore_errors=True)
-    return True
-
-
-def _exchange(first: Path, second: Path) -> bool:
-    """Swap two paths with Linux's renameat2(RENAME_EXCHANGE); False where the system cannot."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
-        return True
-    error = ctypes.get_errno()
-    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # e.g. a file system without the flag
-        return False
-    raise OSError(error, os.strerror(error), str(second))
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM that arrive during the block reach their handlers after it.
-
-    (Masking the signals would not do: the kernel hands them to any other thread, TensorFlow's say,
-    and Python runs the handler in the main thread at once.)
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may change handlers, and only it runs them
-        return
-    caught: list[tuple[int, Any]] = []
-    previous = {number: signal.signal(number, lambda signum, frame: caught.append((signum, frame))) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for number, frame in caught[:1]:
-            handler = previous[number]
-            if callable(handler):
-                handler(number, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(number)
 
 
 def _record(study: optuna.Study, target: Path, trial_number: int, test: dict[str, Any], when: str) -> None:
