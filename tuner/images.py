@@ -75,6 +75,8 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with warnings.catch_warnings():
+            # Pillow's notes on damaged metadata (corrupt EXIF) would add lines to predict's one-line errors.
+            warnings.simplefilter("ignore", UserWarning)
             # Pillow only warns between its pixel limit and twice that; a picture that large is refused here, not decoded.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
