@@ -70,8 +70,6 @@ def _test_rows(tmp_path: Path, *, labelled: bool) -> tuple[Path, np.ndarray, lis
     with CSV.open(newline="") as handle:
         rows = list(csv.reader(handle))
     header, body = rows[0], rows[1:]
-    options = DataOptions(label_column="digit")
-    final = load_final_data(dataset="mnist", data_path=str(CSV), validation_fraction=0.15, split_seed=0, options=options)
     order = np.random.default_rng(0).permutation(len(body))
     picked = [body[i] for i in order[:40]]
     columns = list(reversed(range(len(header)))) if labelled else [i for i in reversed(range(len(header))) if header[i] != "digit"]
@@ -132,7 +130,7 @@ def test_image_folder_model_gets_the_training_loaders_rows(folder_model):
     assert meta.kind == "images" and meta.image_size == (14, 10) and meta.input_dim == 140
     from tuner.userdata import read_image_folder_dataset
 
-    x_train, y_train, _, _, classes = read_image_folder_dataset(FOLDERS, DataOptions(image_size=(14, 10)))
+    classes = read_image_folder_dataset(FOLDERS, DataOptions(image_size=(14, 10)))[4]
     names = sorted(p for p in FOLDERS.rglob("*.png"))
     loaded = load_final_data(dataset="mnist", data_path=str(FOLDERS), validation_fraction=0.15, split_seed=0, options=DataOptions(image_size=(14, 10)))
     training_rows = np.concatenate([loaded.tuning.x_train, loaded.tuning.x_val, loaded.x_test])
