@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import RunConfig
 from tuner.convergence import Convergence, estimate_convergence
 from tuner.data import TuningData, load_tuning_data
-from tuner.errors import StorageError
+from tuner.errors import StorageError, StudyNotFoundError
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance, trial_seed
 from tuner.records import BASELINE_ATTR, DIVERGED_ATTR, PORTFOLIO_ATTR
 from tuner.search import baseline_params, make_pruner, make_sampler, portfolio_params
@@ -130,9 +130,16 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
     heartbeat timing it was not given from the study's record, and is refused (``ConfigError``) where
     what it was given would change what the study measures.
     """
-    storage = open_storage(config.storage_url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
-    config = _adopt(config, _recorded_provenance(storage, config.study_name))
+    storage = None
+    if "data_path" not in config.explicit:  # a resume without --data reads the study's data
+        try:
+            storage = _open(config, must_exist=True)
+        except StudyNotFoundError:
+            pass  # no database file yet: nothing to resume
+        else:
+            config = _adopt(config, _recorded_provenance(storage, config.study_name))
     spec = config.spec
+    # Given data is read before the storage is opened: a data mistake creates no database.
     data = load_tuning_data(
         dataset=spec.dataset,
         data_path=config.data_path,
@@ -140,6 +147,7 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         split_seed=spec.split_seed,
         options=spec.data_options,
     )
+    storage = storage or _open(config)
     portfolio = baselines = 0
     warm: WarmStart | None = None
     with StudyLock(storage, config.study_name):
@@ -185,6 +193,10 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         warm_start_source=warm.source_study if warm else None,
     )
     return PreparedStudy(study=study, storage=storage, data=data, start=start, config=config)
+
+
+def _open(config: RunConfig, *, must_exist: bool = False) -> optuna.storages.RDBStorage:
+    return open_storage(config.storage_url, must_exist=must_exist, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
 
 
 def _recorded_provenance(storage: optuna.storages.RDBStorage, study_name: str) -> StudyProvenance | None:
