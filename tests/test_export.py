@@ -64,7 +64,7 @@ def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     assert meta["training"]["epochs"] == best.user_attrs["best_epoch"] == len(meta["training"]["history"])
     assert meta["training"]["batch_size"] == best.params["batch_size"]
     assert meta["training"]["refit_full"] is True and meta["training"]["n_samples"] == 2400
-    assert meta["training"]["seed"] == study.user_attrs["tuner"]["seed"] + best.number
+    assert meta["training"]["seed"] == best.user_attrs["seed"] == study.user_attrs["tuner"]["seed"] + best.number
 
     final = load_final_data(dataset="mnist", data_path=str(MNIST_SMALL), validation_fraction=study.user_attrs["tuner"]["validation_fraction"], split_seed=0)
     assert meta["data"]["checksum"] == final.tuning.checksum
@@ -178,3 +178,13 @@ def test_missing_data_is_reported_before_training(cli, study_copy, tmp_path):
     url, _ = study_copy
     _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", tmp_path / "x", "--data", tmp_path / "no-such-data"), 3, "data path not found")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_budget_export_records_within_budget_and_the_help_says_what_it_picks(cli, study_copy, tmp_path):
+    url, _ = study_copy
+    out = tmp_path / "budget"
+    result = invoke(cli, "export-best", "--storage", url, "--out", out, "--max-params", 10**9, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "model.json").read_text())["selected"] == "within-budget"
+    text = " ".join(invoke(cli, "export-best", "--help").stdout.split())
+    assert "--max-params N Export the trial of lowest validation loss among those with at most N parameters" in text

@@ -330,12 +330,16 @@ def test_animated_gif_reads_its_first_frame(tmp_path_factory, first, others, dur
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    """An untrained softmax layer: predict only needs a loadable model of the right shape."""
+    """An untrained softmax layer: predict only needs a loadable model of the right shape, and its model.json."""
     import keras
+
+    from tuner.exportmeta import ExportMetadata, ModelInput
 
     path = tmp_path_factory.mktemp("model") / "model.keras"
     inputs = keras.Input((28 * 28,))
     keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(inputs)).save(path)
+    digits = ModelInput(kind="mnist", input_dim=784, n_classes=10, class_names=tuple(str(i) for i in range(10)))
+    ExportMetadata(study_name="fuzz", storage="", trial_number=0, selected="best", params={}, trial={}, test={}, training={}, data={}, model_input=digits).write(path.parent / "model.json")
     return path
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import MNIST_SMALL, TINY_STUDY, invoke
 from tuner.config import resolve_run_config
+from tuner.errors import ConfigError
 from tuner.runner import Tally, prepare_study, run_study
 from tuner.storage import StudyLock, list_studies, load_study, open_storage
 
@@ -32,9 +33,12 @@ def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name)
     provenance = load_study(storage_url, unique_name).user_attrs["tuner"]
     assert provenance["data_path"] == str(MNIST_SMALL) and provenance["seed"] == 3
 
-    # A second worker with other settings joins the existing study and tops it up to 3.
+    # A second worker with another seed would change what the study measures: refused, one line.
+    with pytest.raises(ConfigError, match="was created with seed 3, this run has 11"):
+        run_study(_config(fast_study_file, storage_url, unique_name, 3, seed=11))
+    # Without --seed it takes the study's, joins the existing study and tops it up to 3.
     starts = []
-    second = run_study(_config(fast_study_file, storage_url, unique_name, 3, seed=11), on_start=starts.append)
+    second = run_study(_config(fast_study_file, storage_url, unique_name, 3), on_start=starts.append)
     assert (starts[0].n_finished_before, starts[0].n_baselines_enqueued, second.new_trials) == (2, 0, 1)
     study = load_study(storage_url, unique_name)
     assert study.user_attrs["tuner"] == provenance  # the creator's provenance stays

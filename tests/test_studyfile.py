@@ -51,7 +51,7 @@ def test_missing_parameters_are_fixed_at_defaults_and_plain_values_fix_a_paramet
         ("[space]\noptimizer = { low = 1, high = 2 }", "space.optimizer", "categorical"),
         ("[space]\nunits = true", "space.units", "must be an integer"),
         ("[sampler]\nkind = 'cmaes'", "sampler.kind", "unknown value 'cmaes'"),
-        ("[sampler]\nseed = -1", "sampler.seed", "at least 0"),
+        ("[sampler]\nseed = -1", "sampler.seed", "between 0 and 4294967295"),
         ("[pruner]\nkind = 'asha'", "pruner.kind", "unknown value"),
         ("[data]\ndataset = 'cifar10'", "data.dataset", "unknown value"),
         ("[data]\nvalidation_fraction = 1.5", "data.validation_fraction", "between 0 and 1"),

@@ -96,7 +96,7 @@ def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_nam
                 process.kill()
                 process.wait()
     assert survivor.returncode == 0, stderr
-    assert "4/4 finished" in stdout and "1 trial(s) of dead workers failed and were retried" in stdout
+    assert "4/4 finished" in stdout and "1 trial(s) of dead workers or interrupted runs failed and were retried" in stdout
 
     trials = _trials(url, unique_name)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -134,8 +134,11 @@ def test_sigterm_to_workers_parent_stops_and_reaps_every_worker(tmp_path):
     for pid in children:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # reaped, not orphaned
-    states = [t.state for t in _trials(url, "slow")]
+    trials = _trials(url, "slow")
+    states = [t.state for t in trials]
     assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 2
+    # Each interrupted trial is queued again and no longer counts towards --trials.
+    assert states.count(TrialState.WAITING) == 2 and Tally.of(trials).finished == 0
 
 
 def _children(pid: int) -> list[int]:

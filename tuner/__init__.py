@@ -40,6 +40,8 @@ _EXPORTS = {
     "WorkersProgress": "tuner.workers",
     "export_best": "tuner.export",
     "ExportResult": "tuner.export",
+    "ExportMetadata": "tuner.exportmeta",
+    "StudyProvenance": "tuner.provenance",
     "predict_digits": "tuner.predict",
     "PredictResult": "tuner.predict",
     "Prediction": "tuner.predict",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tuner.errors import ConfigError
 from tuner.storage import DEFAULT_STORAGE
-from tuner.studyfile import StudySpec, default_study_file, load_study_file
+from tuner.studyfile import MAX_SEED, StudySpec, default_study_file, load_study_file
 
 __all__ = ["RunConfig", "resolve_run_config", "resolve_study_file", "default_workers", "usable_cpus"]
 
@@ -45,6 +45,9 @@ class RunConfig:
     warm_start_storage: str | None = None  # default: the run's own storage
     warm_start_top: int = 5
     until_converged: bool = False
+    # Which of seed, data_path, heartbeat_interval, grace_period the user gave (flag, environment or
+    # study file): a resume compares those with the study's record and takes the others from it.
+    explicit: frozenset[str] = frozenset()
 
 
 def resolve_study_file(study_file: str | Path | None) -> StudySpec:
@@ -81,8 +84,11 @@ def resolve_run_config(
         raise ConfigError(f"--trials must be at least 1, got {n_trials}")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"--timeout must be positive, got {timeout}")
-    if seed is not None and seed < 0:
-        raise ConfigError(f"--seed must be at least 0, got {seed}")
+    total = 100 if n_trials is None else n_trials
+    if seed is not None and not 0 <= seed <= MAX_SEED - total:
+        raise ConfigError(f"--seed must be between 0 and {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {seed}")
+    if seed is None and spec.sampler.seed > MAX_SEED - total:
+        raise ConfigError(f"{spec.source}: sampler.seed must be at most {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {spec.sampler.seed}")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
     if workers is not None and workers < 1:
@@ -125,6 +131,11 @@ def resolve_run_config(
         warm_start_storage=warm_start_storage,
         warm_start_top=RunConfig.warm_start_top if warm_start_top is None else warm_start_top,
         until_converged=bool(until_converged),
+        explicit=frozenset(
+            name
+            for name, value in (("seed", seed), ("data_path", data_path), ("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period))
+            if value is not None
+        ),
     )
 
 

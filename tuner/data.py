@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from tuner.errors import DataError
-from tuner.userdata import DataOptions, is_image_folder, read_csv_dataset, read_image_folder_dataset
+from tuner.userdata import DataOptions, csv_feature_names, is_image_folder, read_csv_dataset, read_image_folder_dataset
 
-__all__ = ["TuningData", "FinalData", "DataOptions", "load_tuning_data", "load_final_data", "read_idx", "describe_source"]
+# What a model's input rows are: MNIST-style 28x28 digits, a table's standardised columns, or an image folder's pixels.
+INPUT_KINDS = ("mnist", "table", "images")
+
+__all__ = ["INPUT_KINDS", "TuningData", "FinalData", "DataOptions", "load_tuning_data", "load_final_data", "read_idx", "describe_source"]
 
 _IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -43,6 +46,8 @@ class TuningData:
     class_names: tuple[str, ...] | None = None  # for users' own data; MNIST-style labels are their own names
     feature_mean: np.ndarray | None = None  # CSV features are standardised with these (training part only)
     feature_std: np.ndarray | None = None
+    kind: str = "mnist"  # INPUT_KINDS: how predict must turn an input into a row of features
+    feature_names: tuple[str, ...] | None = None  # a table's feature columns, in the model's order
 
     @property
     def input_dim(self) -> int:
@@ -84,19 +89,22 @@ def load_final_data(
 def _load(dataset: str, data_path: str | None, validation_fraction: float, split_seed: int, options: DataOptions) -> FinalData:
     source = describe_source(dataset=dataset, data_path=data_path)
     class_names: tuple[str, ...] | None = None
-    tabular = False
+    feature_names: tuple[str, ...] | None = None
+    kind = "mnist"
     if not data_path:
         arrays = _download(dataset)
     elif _is_csv(Path(data_path)):
         *arrays, class_names = read_csv_dataset(Path(data_path), options)
-        tabular = True
+        kind, feature_names = "table", csv_feature_names(Path(data_path), options.label_column)
     elif is_image_folder(Path(data_path)):
         *arrays, class_names = read_image_folder_dataset(Path(data_path), options)
+        kind = "images"
     else:
         arrays = _read_path(Path(data_path))
+    tabular = kind == "table"
     x_train, y_train, x_test, y_test = _validate(tuple(arrays), source, tabular=tabular)
     checksum = _checksum(x_train, y_train, x_test, y_test)
-    n_classes = len(class_names) if class_names else int(max(y_train.max(), y_test.max())) + 1
+    n_classes = len(class_names) if class_names else _count_classes(y_train, y_test, source, options.classes)
 
     order = np.random.default_rng(split_seed).permutation(len(x_train))
     n_val = max(1, int(round(len(x_train) * validation_fraction)))
@@ -120,8 +128,40 @@ def _load(dataset: str, data_path: str | None, validation_fraction: float, split
         class_names=class_names,
         feature_mean=None if mean is None else _frozen(mean.astype(np.float32)),
         feature_std=None if std is None else _frozen(std),
+        kind=kind,
+        feature_names=feature_names,
     )
     return FinalData(tuning=tuning, x_test=_frozen(x_test), y_test=_frozen(y_test))
+
+
+def _count_classes(y_train: np.ndarray, y_test: np.ndarray, source: str, declared: int | None) -> int:
+    """Classes 0 .. the largest training label, refusing labels that leave classes empty.
+
+    One corrupt label (a 42 among MNIST's 0-9) would otherwise make a 43-class model with 32 classes
+    that no sample has. A study file that declares ``[data] classes`` allows gaps below that count.
+    """
+    if declared is not None:
+        largest = int(max(y_train.max(), y_test.max()))
+        if largest >= declared:
+            count = int((y_train == largest).sum() + (y_test == largest).sum())
+            raise DataError(f"{source}: label {largest} ({count} samples) is not below [data] classes = {declared}")
+        return declared
+    counts = np.bincount(y_train)
+    n_classes = len(counts)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        # The labels above the first gap are the suspects: name the rarest of them.
+        above = [label for label in range(int(empty[0]) + 1, n_classes) if counts[label]]
+        label = min(above, key=lambda value: (counts[value], -value))
+        raise DataError(
+            f"{source}: label {label} ({counts[label]} samples) leaves {len(empty)} classes without a training sample"
+            f" (e.g. {int(empty[0])}); fix the labels, or set [data] classes in the study file"
+        )
+    unseen = y_test[y_test >= n_classes]
+    if len(unseen):
+        label = int(unseen.max())
+        raise DataError(f"{source}: test label {label} ({int((y_test == label).sum())} samples) is not among the training labels 0-{n_classes - 1}")
+    return n_classes
 
 
 def _is_csv(path: Path) -> bool:

@@ -8,7 +8,6 @@ Files are written to a temporary directory next to the target and renamed into p
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -28,9 +27,11 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.data import FinalData, load_final_data
 from tuner.errors import ConfigError, ExportError, StorageError, StudyNotFoundError
 from tuner.pareto import best_within_budget
+from tuner.exportmeta import METADATA_FILE, ExportMetadata, ModelInput
 from tuner.predict import MODEL_FILE
+from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
 from tuner.storage import describe_storage, load_study, mask_url
-from tuner.userdata import data_options_from
+from tuner.swap import install_directory
 from tuner.studyfile import TrainingSpec
 
 if TYPE_CHECKING:
@@ -47,9 +48,7 @@ __all__ = [
     "export_best",
 ]
 
-METADATA_FILE = "model.json"
 EXPORT_ATTR = "export"  # study user attribute recording the latest export
-FORMAT = "tuner-export/1"
 _EVAL_BATCH = 2048
 
 
@@ -111,12 +110,15 @@ def export_best(
     force: bool = False,
     max_params: int | None = None,
     max_latency_ms: float | None = None,
+    allow_other_data: bool = False,
     on_start: Callable[[ExportStart], None] | None = None,
     on_epoch: Callable[[EpochProgress], None] | None = None,
 ) -> ExportResult:
     """Train the best completed trial (or ``trial_number``) as the final model and write it to ``out``.
 
-    With ``max_params`` / ``max_latency_ms`` the best trial is the most accurate one within that budget.
+    With ``max_params`` / ``max_latency_ms`` the trial is the one of lowest validation loss within that
+    budget. The model trains with the seed its trial trained with. ``data_path`` data other than the
+    study's (by checksum) is refused unless ``allow_other_data``; model.json then records both checksums.
     """
     started, started_at = time.perf_counter(), _now()
     if data_path is not None and not data_path.strip():
@@ -132,16 +134,22 @@ def export_best(
         trial = _pick_trial(study, trial_number)
     target = Path(out) if out is not None else default_export_dir(study.study_name)
     _check_target(target, force=force)
-    provenance = _provenance(study)
+    provenance = StudyProvenance.required(study)
     epochs = _best_epoch(trial)
     final = load_final_data(
-        dataset=provenance["dataset"],
-        data_path=data_path or provenance.get("data_path"),
-        validation_fraction=provenance["validation_fraction"],
-        split_seed=provenance["split_seed"],
-        options=data_options_from(provenance),
+        dataset=provenance.dataset,
+        data_path=data_path or provenance.data_path,
+        validation_fraction=provenance.validation_fraction,
+        split_seed=provenance.split_seed,
+        options=provenance.data_options,
     )
-    seed = int(provenance.get("seed", 0)) + trial.number  # the seed the trial itself trained with
+    other_data = provenance.data_checksum is not None and final.tuning.checksum != provenance.data_checksum
+    if other_data and not allow_other_data:
+        raise ConfigError(
+            f"the data at {final.tuning.source} is not what study {study.study_name!r} was tuned on (checksum {final.tuning.checksum[:19]}..."
+            f" instead of {provenance.data_checksum[:19]}...); leave out --data, or pass --allow-other-data"
+        )
+    seed = recorded_trial_seed(trial, provenance.seed)
     x_fit, y_fit = _fit_data(final, refit_full)
     is_best = trial_number is None or trial.number == study.best_trial.number
     if on_start:
@@ -162,48 +170,45 @@ def export_best(
 
     model, history, train_seconds = _train(trial, final, x_fit, y_fit, refit_full=refit_full, epochs=epochs, seed=seed, provenance=provenance, on_epoch=on_epoch)
     test = _evaluate(model, final)
-    metadata = {
-        "format": FORMAT,
-        "study_name": study.study_name,
-        "storage": mask_url(storage_url),
-        "trial_number": trial.number,
-        "selected": "best" if is_best else "chosen",
-        "params": dict(trial.params),
-        "trial": {
+    tuning = final.tuning
+    metadata = ExportMetadata(
+        study_name=study.study_name,
+        storage=mask_url(storage_url),
+        trial_number=trial.number,
+        selected="within-budget" if max_params is not None or max_latency_ms is not None else "best" if is_best else "chosen",
+        params=dict(trial.params),
+        trial={
             "val_loss": trial.value,
             "val_accuracy": trial.user_attrs.get("val_accuracy"),
             "best_epoch": epochs,
             "epochs_trained": trial.user_attrs.get("epochs_trained"),
         },
-        "test": test,
-        "training": {
+        test=test,
+        training={
             "epochs": epochs,
             "batch_size": trial.params["batch_size"],
             "refit_full": refit_full,
             "n_samples": len(x_fit),
             "seed": seed,
+            "seed_source": "the trial's own" if TRIAL_SEED_ATTR in trial.user_attrs else "the study's seed + trial number",
             "seconds": round(train_seconds, 3),
             "history": history,
         },
-        "data": {
-            "dataset": provenance["dataset"],
-            "source": final.tuning.source,
-            "checksum": final.tuning.checksum,
-            "validation_fraction": provenance["validation_fraction"],
-            "split_seed": provenance["split_seed"],
-            "input_dim": final.tuning.input_dim,
-            "n_classes": final.tuning.n_classes,
-            # Users' own data: what class index i means, and how CSV features were standardised.
-            "class_names": list(final.tuning.class_names) if final.tuning.class_names else None,
-            "feature_mean": None if final.tuning.feature_mean is None else final.tuning.feature_mean.tolist(),
-            "feature_std": None if final.tuning.feature_std is None else final.tuning.feature_std.tolist(),
+        data={
+            "dataset": provenance.dataset,
+            "source": tuning.source,
+            "checksum": tuning.checksum,
+            "tuned_checksum": provenance.data_checksum if other_data else None,  # set only with --allow-other-data
+            "validation_fraction": provenance.validation_fraction,
+            "split_seed": provenance.split_seed,
         },
-        "versions": _versions(),
-        "started_at": started_at,
-        "finished_at": _now(),
-    }
+        model_input=_model_input(tuning, provenance),
+        versions=_versions(),
+        started_at=started_at,
+        finished_at=_now(),
+    )
     replaced = _write_export(target, model, metadata, force=force)
-    _record(study, target, trial.number, test, metadata["finished_at"])
+    _record(study, target, trial.number, test, metadata.finished_at)
     return ExportResult(
         study_name=study.study_name,
         trial_number=trial.number,
@@ -240,12 +245,21 @@ def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return chosen
 
 
-def _provenance(study: optuna.Study) -> dict[str, Any]:
-    provenance = study.user_attrs.get("tuner")
-    needed = ("dataset", "validation_fraction", "split_seed")
-    if not isinstance(provenance, dict) or any(key not in provenance for key in needed):
-        raise StorageError(f"study {study.study_name!r} lacks the 'tuner' attribute that 'tuner run' records; cannot tell which data it was tuned on")
-    return provenance
+def _model_input(tuning, provenance: StudyProvenance) -> ModelInput:
+    """What predict must know to feed this model: its kind of input, class names, standardisation, image size."""
+    options = provenance.data_options
+    return ModelInput(
+        kind=tuning.kind,
+        input_dim=tuning.input_dim,
+        n_classes=tuning.n_classes,
+        class_names=tuple(tuning.class_names) if tuning.class_names else tuple(str(i) for i in range(tuning.n_classes)),
+        feature_names=tuning.feature_names,
+        label_column=options.label_column if tuning.kind == "table" else None,
+        feature_mean=None if tuning.feature_mean is None else tuple(float(v) for v in tuning.feature_mean),
+        feature_std=None if tuning.feature_std is None else tuple(float(v) for v in tuning.feature_std),
+        image_size=tuple(options.image_size) if tuning.kind == "images" else None,
+        color=options.color if tuning.kind == "images" else False,
+    )
 
 
 def _best_epoch(trial: FrozenTrial) -> int:
@@ -271,7 +285,7 @@ def _train(
     refit_full: bool,
     epochs: int,
     seed: int,
-    provenance: dict[str, Any],
+    provenance: StudyProvenance,
     on_epoch: Callable[[EpochProgress], None] | None,
 ) -> tuple["keras.Model", list[dict[str, float]], float]:
     import keras
@@ -284,7 +298,7 @@ def _train(
         raise StorageError(f"trial {trial.number} does not record {', '.join(missing)}; it was not run by this version of tuner")
     keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(seed)
-    training = TrainingSpec(steps_per_execution=int(provenance.get("steps_per_execution", 1)), jit_compile=bool(provenance.get("jit_compile", False)))
+    training = TrainingSpec(steps_per_execution=provenance.steps_per_execution, jit_compile=provenance.jit_compile)
     # The schedule spans the trial's whole epoch budget over this (larger) training set, and the job
     # trains the trial's best epoch count of it: the same learning rate at every epoch as in the search.
     model, _ = rebuild_model(trial.params, input_dim=final.tuning.input_dim, n_classes=final.tuning.n_classes, n_samples=len(x), training=training)
@@ -357,7 +371,7 @@ def _check_target_path(target: Path, *, force: bool) -> None:
         raise ExportError(f"{target} already holds an export; pass --force to replace it")
 
 
-def _write_export(target: Path, model: "keras.Model", metadata: dict[str, Any], *, force: bool) -> bool:
+def _write_export(target: Path, model: "keras.Model", metadata: ExportMetadata, *, force: bool) -> bool:
     """Write into a sibling temp dir, then rename into place; on any failure the old export stays."""
     try:
         target = target.resolve()
@@ -371,32 +385,15 @@ def _write_export(target: Path, model: "keras.Model", metadata: dict[str, Any], 
         model.save(staging / MODEL_FILE)
         _write_json(staging / METADATA_FILE, metadata)
         _check_target(target, force=force)  # it may have appeared while we trained
-        return _install(staging, target)
+        return install_directory(staging, target)
     except OSError as exc:
         raise ExportError(f"cannot write {target}: {exc.strerror or exc}; the previous contents are unchanged") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, allow_nan=False)
-        handle.write("\n")
-
-
-def _install(staging: Path, target: Path) -> bool:
-    if not target.exists():
-        staging.rename(target)
-        return False
-    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    target.rename(backup)
-    try:
-        staging.rename(target)
-    except BaseException:
-        backup.rename(target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-    return True
+def _write_json(path: Path, metadata: ExportMetadata) -> None:
+    metadata.write(path)
 
 
 def _record(study: optuna.Study, target: Path, trial_number: int, test: dict[str, Any], when: str) -> None:

@@ -1,8 +1,10 @@
 """Inputs for ``predict``: images and ``.npy`` arrays turned into MNIST-style pixel rows.
 
-An image is converted the way MNIST itself was made: grayscale, the digit white on black (light
-backgrounds are inverted), fitted into a 20x20 box and placed in a 28x28 field with its centre of
-mass in the middle, scaled to [0, 1]. An array is taken as already in that form (like MNIST's own
+An image is converted the way MNIST itself was made: grayscale, the digit white on black (dark ink
+on lighter paper, however dim, is inverted), fitted into a 20x20 box and placed in a 28x28 field
+with its centre of mass in the middle, scaled to [0, 1]. For photos: only the largest group of
+strokes is kept (a speck elsewhere does not widen the crop), and thin pen strokes are thickened to
+MNIST's stroke width. An array is taken as already in that form (like MNIST's own
 arrays) and only scaled.
 """
 
@@ -27,6 +29,10 @@ _MIN_CONTRAST = 0.1  # less than this between paper and darkest stroke: there is
 _PAPER_SIZE = 64  # background estimation works on a copy this small
 _STROKE_SHARE = 0.3  # the filter spans this share of the picture: wider than any stroke of a digit
 _WORKING_SIZE = 512  # phone photos are shrunk to this first; a digit needs far fewer pixels
+_INK_SHARE = 0.1  # percent of the pixels at each end of the histogram that decide which side is ink
+_STROKE_GAP = 0.04  # strokes closer than this share of the picture's side belong to one digit
+_MNIST_STROKE = 2.5  # MNIST's stroke width, in pixels of the 20x20 box
+_THIN = 0.6  # strokes thinner than this share of MNIST's are thickened
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # more than 8 bits per pixel
 
 
@@ -69,6 +75,8 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with warnings.catch_warnings():
+            # Pillow's notes on damaged metadata (corrupt EXIF) would add lines to predict's one-line errors.
+            warnings.simplefilter("ignore", UserWarning)
             # Pillow only warns between its pixel limit and twice that; a picture that large is refused here, not decoded.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
@@ -124,17 +132,16 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     """A grayscale array in [0, 1] of any size as a 28x28 MNIST digit: white ink on black, centred."""
     from PIL import Image
 
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if float(np.median(border)) > 0.5:  # dark ink on light paper: MNIST has it the other way round
-        gray = 1.0 - gray
+    gray = _ink_bright(gray)
     ink = np.clip(gray - _paper(gray), 0.0, None)
     peak = float(ink.max())
     if peak < _MIN_CONTRAST:
         raise InputImageError("no digit found (the image is almost uniform)")
     ink /= peak
     ink[ink < _INK] = 0.0
+    ink = _largest_stroke_group(ink)
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop = _thickened(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
 
     height, width = crop.shape
     scale = _BOX / max(height, width)
@@ -150,6 +157,53 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     field[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
     return field
+
+
+def _ink_bright(gray: np.ndarray) -> np.ndarray:
+    """The picture with its ink brighter than its paper, decided by contrast, not by absolute brightness.
+
+    The paper is what surrounds the digit (the border's median); the ink is whichever end of the
+    histogram lies further from it. Dark ink on dim grey paper (0.4) is inverted like ink on white.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    paper = float(np.median(border))
+    darkest, brightest = np.percentile(gray, [_INK_SHARE, 100.0 - _INK_SHARE])
+    return 1.0 - gray if paper - darkest > brightest - paper else gray
+
+
+def _largest_stroke_group(ink: np.ndarray) -> np.ndarray:
+    """Only the group of nearby strokes with the most ink: a speck or a smudge elsewhere is not part of the digit."""
+    from scipy import ndimage
+
+    strokes = ink > 0
+    near = ndimage.distance_transform_edt(~strokes) <= max(1.0, _STROKE_GAP * max(ink.shape))
+    groups, count = ndimage.label(near, structure=np.ones((3, 3)))
+    if count <= 1:
+        return ink
+    mass = ndimage.sum(ink, groups, index=np.arange(1, count + 1))
+    return np.where(groups == int(np.argmax(mass)) + 1, ink, 0.0)
+
+
+def _thickened(crop: np.ndarray) -> np.ndarray:
+    """Strokes widened to MNIST's width (relative to the digit's size) where a thin pen drew them.
+
+    The stroke width is twice the typical distance from a stroke's middle to its edge; thin strokes
+    grow by copying each pixel's nearest ink outwards.
+    """
+    from scipy import ndimage
+
+    target = _MNIST_STROKE * max(crop.shape) / _BOX
+    solid = crop >= 0.5
+    if not solid.any():
+        return crop
+    width = 2.0 * float(np.percentile(ndimage.distance_transform_edt(solid)[solid], 90))
+    if width >= _THIN * target:
+        return crop
+    grow = (target - width) / 2.0
+    margin = int(np.ceil(grow))
+    padded = np.pad(crop, margin)
+    distance, (near_rows, near_cols) = ndimage.distance_transform_edt(np.pad(~solid, margin, constant_values=True), return_indices=True)
+    return np.where(distance <= grow, np.maximum(padded, padded[near_rows, near_cols]), padded)
 
 
 def _paper(gray: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import optuna
 from tuner.data import TuningData
 from tuner.errors import TrialError
 from tuner.model import build_model
+from tuner.provenance import TRIAL_SEED_ATTR, trial_seed
 from tuner.records import PORTFOLIO_ATTR
 from tuner.studyfile import StudySpec
 
@@ -32,9 +33,13 @@ class Objective:
             return self._train(trial)
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM (the CLI turns it into this): the runner queues the trial again.
+            _set_reason(trial, "interrupted (Ctrl-C or SIGTERM); queued again with the same parameters")
+            raise
         except Exception as exc:
             # Optuna records the trial as FAIL and the study goes on; the reason stays with the trial.
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:1000])
+            _set_reason(trial, f"{type(exc).__name__}: {exc}"[:1000])
             raise
 
     def _train(self, trial: optuna.Trial) -> float:
@@ -51,7 +56,9 @@ class Objective:
 
         from tuner.training import EpochMonitor, measure_latency_ms
 
-        keras.utils.set_random_seed(self.seed + trial.number)
+        seed = trial_seed(self.seed, trial.number)
+        trial.set_user_attr(TRIAL_SEED_ATTR, seed)  # export-best trains the final model with this very seed
+        keras.utils.set_random_seed(seed)
         model, params = build_model(
             trial,
             self.spec.space,
@@ -83,3 +90,10 @@ class Objective:
         # Cost of the trained model, for the accuracy-against-cost front (pruned trials never get here).
         trial.set_user_attr("latency_ms", round(measure_latency_ms(model, self.data.x_val), 6))
         return monitor.best_loss
+
+
+def _set_reason(trial: optuna.Trial, reason: str) -> None:
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # another worker failed this trial meanwhile (a stale heartbeat); the runner drops it

@@ -1,6 +1,8 @@
-"""Predicting digits with an exported model: the library call behind ``tuner predict``.
+"""Predicting with an exported model: the library call behind ``tuner predict``.
 
-The function is ``predict_digits`` (not ``predict``) so that it never shadows this module as an
+The export's model.json says what the model's inputs are and what its classes are called
+(``tuner.exportmeta``); inputs are converted the way that model's training data was
+(``tuner.modelinputs``). The function is ``predict_digits`` (not ``predict``) so that it never shadows this module as an
 attribute of the ``tuner`` package.
 """
 
@@ -14,35 +16,42 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from tuner.errors import ConfigError, ModelError
-from tuner.images import load_inputs
+from tuner.exportmeta import ExportMetadata
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Prediction", "PredictResult", "predict_digits", "load_exported_model", "MODEL_FILE"]
+__all__ = ["Prediction", "PredictResult", "predict_digits", "load_exported_model", "load_export", "MODEL_FILE"]
 
 MODEL_FILE = "model.keras"
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One input row: the most likely digit, its probability and all class probabilities."""
+    """One input row: the most likely class (its index and name), its probability and all class probabilities."""
 
     source: str
-    digit: int
+    index: int
+    label: str
     probability: float
     probabilities: tuple[float, ...]
+    class_names: tuple[str, ...]
+    true_label: str | None = None  # from a labelled input (a CSV row with the label column)
 
-    def top(self, k: int) -> list[tuple[int, float]]:
-        """The ``k`` most likely classes, most likely first."""
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most likely class names, most likely first."""
         order = sorted(range(len(self.probabilities)), key=lambda c: (-self.probabilities[c], c))
-        return [(c, self.probabilities[c]) for c in order[:k]]
+        return [(self.class_names[c], self.probabilities[c]) for c in order[:k]]
 
 
 @dataclass(frozen=True)
 class PredictResult:
     model_path: Path
+    kind: str  # what the model was trained on: tuner.data.INPUT_KINDS
+    class_names: tuple[str, ...]
     predictions: tuple[Prediction, ...]
+    accuracy: float | None = None  # over the labelled rows, when inputs carried labels
+    n_labelled: int = 0
 
 
 def load_exported_model(model: str | Path) -> "keras.Model":
@@ -71,25 +80,55 @@ def load_exported_model(model: str | Path) -> "keras.Model":
     return loaded
 
 
+def load_export(model: str | Path) -> tuple["keras.Model", ExportMetadata]:
+    """The model and its model.json, checked against each other."""
+    loaded = load_exported_model(model)
+    path = Path(model)
+    metadata = ExportMetadata.from_dir(path if path.is_dir() else path.parent)
+    wanted = metadata.model_input
+    if int(loaded.input_shape[1]) != wanted.input_dim or int(loaded.output_shape[1]) != wanted.n_classes:
+        raise ModelError(
+            f"{model}: model.keras takes {loaded.input_shape[1]} features to {loaded.output_shape[1]} classes, but model.json says"
+            f" {wanted.input_dim} to {wanted.n_classes}; the export is inconsistent, export it again"
+        )
+    return loaded, metadata
+
+
 def predict_digits(*, model: str | Path, inputs: Sequence[str | Path], batch_size: int = 1024) -> PredictResult:
-    """Classify every image and every row of every ``.npy`` array; all inputs are read before any prediction."""
+    """Classify every input row (images, ``.npy`` arrays, CSV rows, as the model takes them); all inputs are read before any prediction."""
+    from tuner.modelinputs import load_model_inputs
+
     if not inputs:
         raise ConfigError("no input files given")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    loaded = load_exported_model(model)
-    input_dim = int(loaded.input_shape[1])
-    batches = [load_inputs(path, input_dim=input_dim) for path in inputs]
+    loaded, metadata = load_export(model)
+    wanted = metadata.model_input
+    batches = [load_model_inputs(path, model_input=wanted) for path in inputs]
     names = [name for batch in batches for name in batch.names]
-    pixels = np.concatenate([batch.pixels for batch in batches])
-    probabilities = np.asarray(loaded.predict(pixels, batch_size=batch_size, verbose=0), dtype=np.float64)
+    rows = np.concatenate([batch.rows for batch in batches])
+    labels = np.concatenate([batch.labels for batch in batches])
+    probabilities = np.asarray(loaded.predict(rows, batch_size=batch_size, verbose=0), dtype=np.float64)
     if not np.isfinite(probabilities).all():
         raise ModelError(f"{model}: the model produced NaN or infinite probabilities")
+    classes = wanted.class_names
     predictions = tuple(
-        Prediction(source=name, digit=int(row.argmax()), probability=float(row.max()), probabilities=tuple(float(p) for p in row))
-        for name, row in zip(names, probabilities)
+        Prediction(
+            source=name,
+            index=int(row.argmax()),
+            label=classes[int(row.argmax())],
+            probability=float(row.max()),
+            probabilities=tuple(float(p) for p in row),
+            class_names=classes,
+            true_label=classes[label] if label >= 0 else None,
+        )
+        for name, row, label in zip(names, probabilities, labels)
     )
-    return PredictResult(model_path=Path(model), predictions=predictions)
+    labelled = labels >= 0
+    accuracy = float((probabilities.argmax(axis=1)[labelled] == labels[labelled]).mean()) if labelled.any() else None
+    return PredictResult(
+        model_path=Path(model), kind=wanted.kind, class_names=classes, predictions=predictions, accuracy=accuracy, n_labelled=int(labelled.sum())
+    )
 
 
 def _first_line(exc: BaseException) -> str:

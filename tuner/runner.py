@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import optuna
@@ -15,7 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import RunConfig
 from tuner.convergence import Convergence, estimate_convergence
 from tuner.data import TuningData, load_tuning_data
-from tuner.errors import StorageError
+from tuner.errors import StorageError, StudyNotFoundError
+from tuner.provenance import PROVENANCE_ATTR, StudyProvenance, trial_seed
 from tuner.records import BASELINE_ATTR, DIVERGED_ATTR, PORTFOLIO_ATTR
 from tuner.search import baseline_params, make_pruner, make_sampler, portfolio_params
 from tuner.storage import StudyLock, describe_storage, fail_stale_trials, first_line, is_connection_error, open_storage, storage_location
@@ -117,6 +118,7 @@ class PreparedStudy:
     storage: optuna.storages.RDBStorage
     data: TuningData
     start: RunStart
+    config: RunConfig  # the run's settings with what it left out taken from the study's record
 
 
 def prepare_study(config: RunConfig) -> PreparedStudy:
@@ -124,9 +126,20 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
 
     Data and storage problems both stop here, before the first trial. Only the first worker of a new
     study records its provenance and enqueues the warm start, the portfolio and the baselines, in that
-    order (under the study lock).
+    order (under the study lock). A resume or a joining worker takes the seed, the data path and the
+    heartbeat timing it was not given from the study's record, and is refused (``ConfigError``) where
+    what it was given would change what the study measures.
     """
+    storage = None
+    if "data_path" not in config.explicit:  # a resume without --data reads the study's data
+        try:
+            storage = _open(config, must_exist=True)
+        except StudyNotFoundError:
+            pass  # no database file yet: nothing to resume
+        else:
+            config = _adopt(config, _recorded_provenance(storage, config.study_name))
     spec = config.spec
+    # Given data is read before the storage is opened: a data mistake creates no database.
     data = load_tuning_data(
         dataset=spec.dataset,
         data_path=config.data_path,
@@ -134,10 +147,16 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         split_seed=spec.split_seed,
         options=spec.data_options,
     )
-    storage = open_storage(config.storage_url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
+    storage = storage or _open(config)
     portfolio = baselines = 0
     warm: WarmStart | None = None
     with StudyLock(storage, config.study_name):
+        recorded = _recorded_provenance(storage, config.study_name)  # another worker may have created it meanwhile
+        if recorded is not None:
+            config = _adopt(config, recorded)
+            recorded.check_same(_provenance(config, data), explicit=config.explicit, study_name=config.study_name)
+        storage.heartbeat_interval, storage.grace_period = config.heartbeat_interval, config.grace_period
+        spec = config.spec
         study = optuna.create_study(
             study_name=config.study_name,
             storage=storage,
@@ -146,7 +165,7 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
             direction="minimize",
             load_if_exists=True,
         )
-        if "tuner" not in study.user_attrs and not study.get_trials(deepcopy=False):
+        if recorded is None and not study.get_trials(deepcopy=False):
             if config.warm_start_from:
                 warm = enqueue_warm_start(
                     study=study,
@@ -159,7 +178,7 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
                 portfolio = _enqueue(study, [(params, {PORTFOLIO_ATTR: entry.name}) for entry, params in portfolio_params(spec)], config.n_trials)
             if config.baselines:
                 baselines = _enqueue(study, [(params, {BASELINE_ATTR: True}) for params in baseline_params(spec)], config.n_trials)
-            _record_provenance(study, config)  # last: it marks the study as set up for workers that join
+            _provenance(config, data).record(study)  # last: it marks the study as set up for workers that join
     start = RunStart(
         study_name=config.study_name,
         storage=describe_storage(config.storage_url),
@@ -173,7 +192,53 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         n_warm_started=warm.enqueued if warm else 0,
         warm_start_source=warm.source_study if warm else None,
     )
-    return PreparedStudy(study=study, storage=storage, data=data, start=start)
+    return PreparedStudy(study=study, storage=storage, data=data, start=start, config=config)
+
+
+def _open(config: RunConfig, *, must_exist: bool = False) -> optuna.storages.RDBStorage:
+    return open_storage(config.storage_url, must_exist=must_exist, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
+
+
+def _recorded_provenance(storage: optuna.storages.RDBStorage, study_name: str) -> StudyProvenance | None:
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:  # a new study
+        return None
+    return StudyProvenance.from_attrs(storage.get_study_user_attrs(study_id).get(PROVENANCE_ATTR))
+
+
+def _adopt(config: RunConfig, recorded: StudyProvenance | None) -> RunConfig:
+    """The settings the run left out, taken from the study's record (the seed, the data, the heartbeat timing)."""
+    if recorded is None:
+        return config
+    if "seed" not in config.explicit and recorded.seed != config.seed:
+        config = replace(config, seed=recorded.seed, spec=replace(config.spec, sampler=replace(config.spec.sampler, seed=recorded.seed)))
+    if "data_path" not in config.explicit and recorded.data_path != config.data_path:
+        config = replace(config, data_path=recorded.data_path)
+    for name in ("heartbeat_interval", "grace_period"):  # (a given one that disagrees is refused by check_same)
+        if name not in config.explicit and getattr(recorded, name):
+            config = replace(config, **{name: int(getattr(recorded, name))})
+    return config
+
+
+def _provenance(config: RunConfig, data: TuningData) -> StudyProvenance:
+    """What the final training job needs to rebuild the search's data split and training settings, and what a resume must keep."""
+    spec = config.spec
+    return StudyProvenance(
+        study_file=spec.source,
+        dataset=spec.dataset,
+        data_path=config.data_path,
+        data_checksum=data.checksum,
+        validation_fraction=spec.validation_fraction,
+        split_seed=spec.split_seed,
+        data_options=spec.data_options,
+        seed=config.seed,
+        objectives=tuple(spec.objectives),
+        steps_per_execution=spec.training.steps_per_execution,
+        jit_compile=spec.training.jit_compile,
+        heartbeat_interval=config.heartbeat_interval,
+        grace_period=config.grace_period,
+    )
 
 
 def _enqueue(study: optuna.Study, configurations: Sequence[tuple[dict[str, Any], dict[str, Any]]], n_trials: int) -> int:
@@ -202,6 +267,7 @@ def run_study(
     """
     started = time.perf_counter()
     prepared = prepare_study(config)
+    config = prepared.config
     study = prepared.study
     if on_start:
         on_start(prepared.start)
@@ -257,7 +323,10 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], lock:
 
 
 def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, after_trial) -> str:
+    started: list[optuna.Trial] = []
+
     def run_unlocked(trial: optuna.Trial) -> float:
+        started.append(trial)
         lock.release()  # the trial is RUNNING now and counts for every other worker
         if trial.user_attrs.get("fail_reason") is not None:
             trial.set_user_attr("fail_reason", None)  # a retry inherits the attributes of the trial that died
@@ -270,8 +339,34 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, 
             return _DONE
         if tally.taken >= n_trials:
             return _WAIT  # the last trials run elsewhere; stay to retry one if its worker dies
-        study.optimize(run_unlocked, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
+        try:
+            study.optimize(run_unlocked, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
+        except KeyboardInterrupt:
+            if started:
+                _requeue_interrupted(study, started[0])
+            raise
+        except Exception as exc:
+            if not started or not _finished_elsewhere(study, started[0]):
+                raise
+            # Another worker's stale-trial sweep failed (and re-queued) this trial while it trained here:
+            # a lost heartbeat, a database blip. Its result cannot be recorded; the study goes on.
+            _log.warning("trial %d was marked failed by another worker while this one trained it (%s); dropped it, going on", started[0].number, first_line(exc))
     return _RAN
+
+
+def _finished_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
+
+
+def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """An interrupted trial (Ctrl-C, SIGTERM) is FAIL with its reason; queue it again as a dead worker's trial is.
+
+    The retry records the trial in its ``retry_history``, so the interrupted one does not count towards
+    the study's total. Never limited in number: an interrupt is not the configuration's fault.
+    """
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state == TrialState.FAIL:
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
 
 
 class _Backoff:
@@ -325,7 +420,7 @@ class _TrialSeededSampler(optuna.samplers.BaseSampler):
         self._inner = make_sampler(spec)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._inner = make_sampler(replace(self._spec, seed=self._spec.seed + trial.number))
+        self._inner = make_sampler(replace(self._spec, seed=trial_seed(self._spec.seed, trial.number)))
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
@@ -377,23 +472,3 @@ def best_outcome(study: optuna.Study) -> TrialOutcome | None:
         return TrialOutcome.from_trial(study.best_trial)
     except ValueError:  # no completed trial yet
         return None
-
-
-def _record_provenance(study: optuna.Study, config: RunConfig) -> None:
-    """What the final training job needs to rebuild the search's data split and training settings."""
-    spec = config.spec
-    study.set_user_attr(
-        "tuner",
-        {
-            "study_file": spec.source,
-            "dataset": spec.dataset,
-            "data_path": config.data_path,
-            "validation_fraction": spec.validation_fraction,
-            "split_seed": spec.split_seed,
-            "data_options": asdict(spec.data_options),
-            "objectives": list(spec.objectives),
-            "seed": config.seed,
-            "steps_per_execution": spec.training.steps_per_execution,
-            "jit_compile": spec.training.jit_compile,
-        },
-    )

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import optuna
 
-from tuner.studyfile import Choice, Fixed, FloatRange, IntRange, PrunerSpec, SamplerSpec, StudySpec
+from tuner.studyfile import Choice, Fixed, FloatRange, IntRange, PrunerSpec, SamplerSpec, StudySpec, fit_into_range
 from tuner.warmstart import warm_start_params
 
 __all__ = ["BASELINES", "PORTFOLIO", "PortfolioEntry", "make_sampler", "make_pruner", "baseline_params", "portfolio_params"]
@@ -117,7 +117,7 @@ def baseline_params(spec: StudySpec) -> list[dict[str, Any]]:
                     break
                 result[name] = value
             else:
-                result[name] = type(space.low)(min(max(value, space.low), space.high))
+                result[name] = fit_into_range(space, value)
         if result is not None and result not in fitted:
             fitted.append(result)
     return fitted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,7 +33,11 @@ __all__ = [
     "storage_location",
 ]
 
+_log = logging.getLogger(__name__)
+
 DEFAULT_STORAGE = "sqlite:///tuner.db"
+# A heartbeat write that fails is tried again after these pauses (seconds), well within one interval.
+HEARTBEAT_RETRY_DELAYS = (0.5, 1.0, 2.0)
 _DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 # libpq waits for the operating system's TCP timeout (minutes) on a silent host; PyMySQL has its own 10 s.
 _CONNECT_TIMEOUT_S = 10
@@ -98,7 +103,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int 
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat_interval else None
             for attempt in range(3):
                 try:
-                    storage = optuna.storages.RDBStorage(
+                    storage = _HeartbeatRetryingStorage(
                         url,
                         engine_kwargs=engine_kwargs,
                         heartbeat_interval=heartbeat_interval,
@@ -126,6 +131,26 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int 
     if backend == "sqlite":
         _enable_wal(storage)
     return storage
+
+
+class _HeartbeatRetryingStorage(optuna.storages.RDBStorage):
+    """Optuna's storage, whose heartbeat writes survive a transient database error.
+
+    Optuna's heartbeat thread stops at the first exception of ``record_heartbeat``, so one database
+    blip would silence a live trial for good and another worker would fail it a grace period later.
+    Here a failed write is retried a few times, and if it still fails the thread goes on to the next beat.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        for delay in (*HEARTBEAT_RETRY_DELAYS, None):
+            try:
+                super().record_heartbeat(trial_id)
+                return
+            except Exception as exc:
+                if delay is None:
+                    _log.warning("heartbeat of trial id %d not written (%s); trying again at the next beat", trial_id, first_line(exc))
+                    return
+                time.sleep(delay)
 
 
 def load_study(url: str, study_name: str | None) -> optuna.Study:

@@ -31,6 +31,8 @@ __all__ = [
     "DATASETS",
     "PARAMETERS",
     "OPEN_SPACE",
+    "MAX_SEED",
+    "fit_into_range",
     "load_study_file",
     "parse_study",
     "default_study_file",
@@ -43,6 +45,8 @@ DATASETS = ("mnist", "fashion_mnist")
 SAMPLERS = ("tpe", "random")
 OBJECTIVES = ("val_loss", "params", "latency")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
+# numpy's generators (and so Optuna's samplers and Keras' seeding) take seeds below 2**32.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class StudySpec:
     image_size: tuple[int, int] = (28, 28)  # users' own data: image folders are resized to this
     color: bool = False
     test_fraction: float = 0.2  # users' own data without a separate test set
+    classes: int | None = None  # MNIST-style labels: how many classes, when some have no training sample
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
@@ -162,7 +167,7 @@ class StudySpec:
 
     @property
     def data_options(self) -> DataOptions:
-        return DataOptions(label_column=self.label_column, image_size=self.image_size, color=self.color, test_fraction=self.test_fraction, split_seed=self.split_seed)
+        return DataOptions(label_column=self.label_column, image_size=self.image_size, color=self.color, test_fraction=self.test_fraction, split_seed=self.split_seed, classes=self.classes)
 
     @property
     def max_epochs(self) -> int:
@@ -172,6 +177,15 @@ class StudySpec:
         if isinstance(epochs, Choice):
             return int(max(epochs.choices))
         return int(epochs.high)
+
+
+def fit_into_range(spec: "IntRange | FloatRange", value: float) -> int | float:
+    """``value`` clipped into the range and, for an integer range, onto its ``step`` grid (low, low + step, ...)."""
+    clipped = min(max(value, spec.low), spec.high)
+    if isinstance(spec, FloatRange):
+        return float(clipped)
+    steps = min(round((clipped - spec.low) / spec.step), (spec.high - spec.low) // spec.step)
+    return int(spec.low + steps * spec.step)
 
 
 def default_study_file() -> Path:
@@ -207,7 +221,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     space = check.table(document, "space")
 
     check.keys(study, "study", {"name", "baselines", "portfolio", "objectives", "convergence_window", "convergence_tolerance"})
-    check.keys(data, "data", {"dataset", "validation_fraction", "split_seed", "label_column", "image_size", "color", "test_fraction"})
+    check.keys(data, "data", {"dataset", "validation_fraction", "split_seed", "label_column", "image_size", "color", "test_fraction", "classes"})
     check.keys(sampler, "sampler", {"kind", "seed", "n_startup_trials"})
     check.keys(pruner, "pruner", set(PrunerSpec.__dataclass_fields__))
     check.keys(training, "training", set(TrainingSpec.__dataclass_fields__))
@@ -220,7 +234,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
 
     sampler_spec = SamplerSpec(
         kind=check.one_of(sampler, "sampler", "kind", SAMPLERS, "tpe"),
-        seed=check.integer(sampler, "sampler", "seed", 0, minimum=0),
+        seed=check.integer(sampler, "sampler", "seed", 0, minimum=0, maximum=MAX_SEED),
         n_startup_trials=check.integer(sampler, "sampler", "n_startup_trials", 10, minimum=0),
     )
     pruner_spec = PrunerSpec(
@@ -247,6 +261,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     image_size = check.value(data, "data", "image_size", list, [28, 28])
     if len(image_size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024 for v in image_size):
         check.fail("data.image_size", f"must be [width, height] with whole numbers from 1 to 1024, got {image_size!r}")
+    classes = check.integer(data, "data", "classes", 0, minimum=2, maximum=1000) if "classes" in data else None
     label_column = check.value(data, "data", "label_column", str, "label")
     if not label_column.strip():
         check.fail("data.label_column", "must not be empty")
@@ -269,6 +284,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
         image_size=(image_size[0], image_size[1]),
         color=check.value(data, "data", "color", bool, False),
         test_fraction=float(test_fraction),
+        classes=classes,
         sampler=sampler_spec,
         pruner=pruner_spec,
         training=training_spec,
@@ -312,10 +328,11 @@ class _Checker:
             self.fail(_join(where, key), f"must be {_kind_name(kind)}, got {_type_name(value)} {value!r}")
         return value
 
-    def integer(self, table: Mapping[str, Any], where: str, key: str, default: int, *, minimum: int) -> int:
+    def integer(self, table: Mapping[str, Any], where: str, key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
         value = self.value(table, where, key, int, default)
-        if value < minimum:
-            self.fail(_join(where, key), f"must be at least {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            self.fail(_join(where, key), f"must be {bound}, got {value}")
         return value
 
     def number(self, table: Mapping[str, Any], where: str, key: str, default: float) -> float:

@@ -16,7 +16,16 @@ import numpy as np
 
 from tuner.errors import DataError
 
-__all__ = ["DataOptions", "data_options_from", "IMAGE_SUFFIXES", "read_csv_dataset", "read_image_folder_dataset", "is_image_folder"]
+__all__ = [
+    "DataOptions",
+    "data_options_from",
+    "IMAGE_SUFFIXES",
+    "read_csv_dataset",
+    "read_csv_rows",
+    "read_image_folder_dataset",
+    "is_image_folder",
+    "image_pixels",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _MAX_IMAGE_PIXELS = 50_000_000
@@ -31,6 +40,7 @@ class DataOptions:
     color: bool = False
     test_fraction: float = 0.2
     split_seed: int = 0
+    classes: int | None = None  # the study file's [data] classes: labels may leave some classes empty
 
 
 def data_options_from(provenance: dict) -> DataOptions:
@@ -48,25 +58,39 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]
 def read_csv_dataset(path: Path, options: DataOptions) -> Arrays:
     """``path`` is one CSV file (split into train/test) or a folder holding ``train.csv`` and ``test.csv``."""
     if path.is_dir():
-        train_x, train_labels = _read_csv(path / "train.csv", options.label_column)
-        test_x, test_labels = _read_csv(path / "test.csv", options.label_column)
+        train_x, train_labels, _ = read_csv_rows(path / "train.csv", options.label_column)
+        test_x, test_labels, _ = read_csv_rows(path / "test.csv", options.label_column)
         if train_x.shape[1] != test_x.shape[1]:
             raise DataError(f"{path}: train.csv has {train_x.shape[1]} feature columns but test.csv has {test_x.shape[1]}")
     else:
-        features, labels = _read_csv(path, options.label_column)
+        features, labels, _ = read_csv_rows(path, options.label_column)
         train_x, train_labels, test_x, test_labels = _split(features, labels, options, path)
-    classes = tuple(sorted(set(train_labels) | set(test_labels), key=_label_order))
+    y_train, y_test, classes = _indexed(train_labels, test_labels, path)
+    return train_x, y_train, test_x, y_test, classes
+
+
+def csv_feature_names(path: Path, label_column: str) -> tuple[str, ...]:
+    """The feature columns of a CSV dataset (of its train.csv for a folder), in the order the model sees them."""
+    return read_csv_rows(path / "train.csv" if path.is_dir() else path, label_column, header_only=True)[2]
+
+
+def _indexed(train_labels: list[str], test_labels: list[str], source: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Class names from the training labels only: a class the model never trained on cannot be scored."""
+    classes = tuple(sorted(set(train_labels), key=_label_order))
     index = {name: i for i, name in enumerate(classes)}
-    return (
-        train_x,
-        np.array([index[v] for v in train_labels], np.int32),
-        test_x,
-        np.array([index[v] for v in test_labels], np.int32),
-        classes,
-    )
+    unseen = sorted(set(test_labels) - set(classes), key=_label_order)
+    if unseen:
+        count = sum(1 for label in test_labels if label == unseen[0])
+        raise DataError(f"{source}: the test part holds label {unseen[0]!r} ({count} samples) that no training sample has")
+    return np.array([index[v] for v in train_labels], np.int32), np.array([index[v] for v in test_labels], np.int32), classes
 
 
-def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, list[str]]:
+def read_csv_rows(path: Path, label_column: str | None, *, header_only: bool = False) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
+    """Feature rows, labels and feature column names of one CSV file.
+
+    With ``label_column=None`` every column is a feature unless named so; a file without that column
+    gives no labels (``predict`` on unlabelled rows).
+    """
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
@@ -77,19 +101,22 @@ def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, list[str]]:
     if not rows or not any(rows[0]):
         raise DataError(f"{path}: empty CSV file (need a header row and data rows)")
     header = [name.strip() for name in rows[0]]
-    if label_column not in header:
+    if label_column is not None and label_column not in header:
         raise DataError(f"{path}: no label column {label_column!r} in the header (columns: {', '.join(header[:10])}); set [data] label_column")
-    label_at = header.index(label_column)
-    if len(header) < 2:
+    label_at = header.index(label_column) if label_column is not None else None
+    if len(header) < (2 if label_at is not None else 1):
         raise DataError(f"{path}: no feature columns besides {label_column!r}")
+    names = tuple(name for column, name in enumerate(header) if column != label_at)
+    if header_only:
+        return np.zeros((0, len(names)), np.float32), [], names
     features, labels = [], []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
             raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
-        label = row[label_at].strip()
-        if not label:
+        label = row[label_at].strip() if label_at is not None else ""
+        if label_at is not None and not label:
             raise DataError(f"{path}: line {line} has an empty label")
         values = []
         for column, cell in enumerate(row):
@@ -106,7 +133,7 @@ def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, list[str]]:
         labels.append(label)
     if not features:
         raise DataError(f"{path}: no data rows")
-    return np.asarray(features, np.float32), labels
+    return np.asarray(features, np.float32), labels if label_at is not None else [], names
 
 
 def is_image_folder(path: Path) -> bool:
@@ -121,9 +148,8 @@ def read_image_folder_dataset(path: Path, options: DataOptions) -> Arrays:
     else:
         images, labels = _read_images(path, options)
         train_x, train_labels, test_x, test_labels = _split(images, labels, options, path)
-    classes = tuple(sorted(set(train_labels) | set(test_labels), key=_label_order))
-    index = {name: i for i, name in enumerate(classes)}
-    return train_x, np.array([index[v] for v in train_labels], np.int32), test_x, np.array([index[v] for v in test_labels], np.int32), classes
+    y_train, y_test, classes = _indexed(train_labels, test_labels, path)
+    return train_x, y_train, test_x, y_test, classes
 
 
 def _read_images(folder: Path, options: DataOptions) -> tuple[np.ndarray, list[str]]:
@@ -143,15 +169,22 @@ def _read_images(folder: Path, options: DataOptions) -> tuple[np.ndarray, list[s
                 with Image.open(file) as image:
                     if image.width * image.height > _MAX_IMAGE_PIXELS:
                         raise DataError(f"{file}: image too large ({image.width}x{image.height})")
-                    image.seek(0)
-                    converted = image.convert("RGB" if options.color else "L").resize((width, height), Image.Resampling.BILINEAR)
-                    images.append(np.asarray(converted, np.uint8))
+                    images.append(image_pixels(image, image_size=(width, height), color=options.color))
             except DataError:
                 raise
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise DataError(f"{file}: not a readable image ({exc})") from None
             labels.append(class_dir.name)
     return np.stack(images), labels
+
+
+def image_pixels(image, *, image_size: tuple[int, int], color: bool) -> np.ndarray:
+    """One opened image as an image-folder model sees it: (height, width[, 3]) uint8; predict uses this very function."""
+    from PIL import Image
+
+    image.seek(0)
+    converted = image.convert("RGB" if color else "L").resize(tuple(image_size), Image.Resampling.BILINEAR)
+    return np.asarray(converted, np.uint8)
 
 
 def _split(x: np.ndarray, labels: list[str], options: DataOptions, source: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from tuner.errors import ConfigError
 from tuner.storage import load_study
-from tuner.studyfile import Choice, Fixed, ParamSpec
+from tuner.studyfile import Choice, Fixed, ParamSpec, fit_into_range
 
 __all__ = ["WarmStart", "warm_start_params", "enqueue_warm_start"]
 
@@ -25,7 +25,7 @@ class WarmStart:
 def warm_start_params(params: Mapping[str, Any], space: Mapping[str, ParamSpec]) -> dict[str, Any]:
     """One old configuration fitted into a new space.
 
-    Parameters the new space lacks or fixes are skipped; numbers are clipped into the new range; a
+    Parameters the new space lacks or fixes are skipped; numbers are clipped into the new range (onto its step); a
     categorical value the new space does not offer is left for the sampler to choose.
     """
     fitted: dict[str, Any] = {}
@@ -39,8 +39,7 @@ def warm_start_params(params: Mapping[str, Any], space: Mapping[str, ParamSpec])
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        clipped = min(max(value, spec.low), spec.high)
-        fitted[name] = int(round(clipped)) if isinstance(spec.low, int) else float(clipped)
+        fitted[name] = fit_into_range(spec, value)
     return fitted
 
 

@@ -59,6 +59,7 @@ def run_workers(
     """
     started = time.perf_counter()
     prepared = prepare_study(config)  # config, data and storage errors stop here, before any process starts
+    config = prepared.config  # the study's own seed, data and heartbeat timing, for every worker
     study = prepared.study
     if on_start:
         on_start(prepared.start)

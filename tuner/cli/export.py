@@ -22,15 +22,21 @@ from tuner.cli.options import storage_option
     "data_path",
     envvar="TUNER_DATA",
     metavar="PATH",
-    help="MNIST IDX directory or .npz [env TUNER_DATA; default: the data the study was tuned on].",
+    help="The data to train on [env TUNER_DATA; default: the data the study was tuned on; other data needs --allow-other-data].",
 )
 @click.option("--refit-full/--no-refit-full", default=True, show_default=True, help="Train on the validation part too, not only on the training part.")
 @click.option("--force", is_flag=True, help="Replace an existing export in --out.")
-@click.option("--max-params", type=click.IntRange(min=1), metavar="N", help="Export the most accurate trial with at most N parameters.")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="MS", help="Export the most accurate trial whose CPU inference takes at most MS per sample.")
+@click.option("--max-params", type=click.IntRange(min=1), metavar="N", help="Export the trial of lowest validation loss among those with at most N parameters.")
+@click.option(
+    "--max-latency-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="MS",
+    help="Export the trial of lowest validation loss among those whose CPU inference takes at most MS per sample.",
+)
+@click.option("--allow-other-data", is_flag=True, help="Train on --data even though it is not the data the study was tuned on (model.json records both checksums).")
 @click.option("--threads", type=click.IntRange(min=1), envvar="TUNER_THREADS", help="TensorFlow threads for this process [default: all cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the result.")
-def export_best(study_name, storage, trial_number, out, data_path, refit_full, force, max_params, max_latency_ms, threads, quiet) -> None:
+def export_best(study_name, storage, trial_number, out, data_path, refit_full, force, max_params, max_latency_ms, allow_other_data, threads, quiet) -> None:
     """Retrain the best trial (or --trial N), score it once on the test set, save model.keras and model.json."""
     from tuner.export import export_best as run_export
     from tuner.storage import DEFAULT_STORAGE
@@ -75,6 +81,7 @@ def export_best(study_name, storage, trial_number, out, data_path, refit_full, f
             force=force,
             max_params=max_params,
             max_latency_ms=max_latency_ms,
+            allow_other_data=allow_other_data,
             on_start=on_start,
             on_epoch=on_epoch,
         )
@@ -100,19 +107,33 @@ def export_best(study_name, storage, trial_number, out, data_path, refit_full, f
 @click.option("--top", "top_k", type=click.IntRange(min=1), default=1, show_default=True, help="Show the K most likely classes per input.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output with all class probabilities.")
 def predict(model_dir, files, top_k, as_json) -> None:
-    """Predict the digit in each image (PNG/JPEG/BMP, any size) or .npy array (one image or a batch)."""
+    """Predict the class of each input, converted as the model's training data was (see its model.json).
+
+    \b
+    MNIST-style models: images (PNG/JPEG/BMP, any size, photos too) or .npy arrays of 28x28 digits.
+    Table models: CSV rows with the training header (with the label column, the accuracy is printed too)
+    or .npy rows of raw features. Image-folder models: images, or .npy arrays of pixel rows.
+    """
     from tuner.predict import predict_digits
 
     result = predict_digits(model=model_dir, inputs=files)
+    digits = result.kind == "mnist"  # MNIST-style class names are the digits themselves
     if as_json:
         document = {
             "model": str(result.model_path),
+            "kind": result.kind,
+            "class_names": list(result.class_names),
+            "accuracy": result.accuracy,
+            "n_labelled": result.n_labelled,
             "predictions": [
                 {
                     "input": p.source,
-                    "digit": p.digit,
+                    "label": p.label,
+                    "class_index": p.index,
+                    **({"digit": p.index} if digits else {}),
+                    **({"true_label": p.true_label} if p.true_label is not None else {}),
                     "probability": p.probability,
-                    "top": [{"digit": d, "probability": q} for d, q in p.top(top_k)],
+                    "top": [{"label": name, "probability": q} for name, q in p.top(top_k)],
                     "probabilities": list(p.probabilities),
                 }
                 for p in result.predictions
@@ -122,5 +143,7 @@ def predict(model_dir, files, top_k, as_json) -> None:
         return
     width = max(len(p.source) for p in result.predictions)
     for p in result.predictions:
-        ranked = "   ".join(f"{d} {q:.3f}" for d, q in p.top(top_k))
+        ranked = "   ".join(f"{name} {q:.3f}" for name, q in p.top(top_k))
         click.echo(f"{p.source:<{width}}  {ranked}")
+    if result.accuracy is not None:
+        click.echo(f"accuracy {result.accuracy:.4f} on {result.n_labelled} labelled rows")

@@ -169,7 +169,7 @@ def run(
         progress.stop()
         what = "the running trial was" if config.workers == 1 else "every worker stopped; their running trials were"
         click.echo(
-            f"Interrupted: {what} recorded as failed. Resume with: tuner run --trials {config.n_trials}"
+            f"Interrupted: {what} recorded as failed and queued again. Resume with: tuner run --trials {config.n_trials}"
             f" --study {config.study_name!r} --storage {mask_url(config.storage_url)!r}",
             err=True,
         )
@@ -196,7 +196,7 @@ def _print_summary(result) -> None:
     if getattr(result, "converged", None) is not None:
         out.print(f"stopped early: converged ({result.converged.describe()}); more trials are unlikely to help")
     if result.n_retried:
-        out.print(f"{result.n_retried} trial(s) of dead workers failed and were retried (system attribute retry_history)")
+        out.print(f"{result.n_retried} trial(s) of dead workers or interrupted runs failed and were retried (system attribute retry_history)")
     best = result.best
     if best is None:
         out.print("no completed trial yet")

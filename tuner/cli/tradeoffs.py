@@ -22,11 +22,13 @@ from tuner.cli.options import output_console, storage_option, study_option
 def pareto(study_name, storage, objectives, as_json) -> None:
     """List the Pareto-optimal trials: no other trial is better on every objective."""
     from tuner.pareto import pareto_front
+    from tuner.provenance import StudyProvenance
     from tuner.storage import DEFAULT_STORAGE, load_study
 
     study = load_study(storage or DEFAULT_STORAGE, study_name)
     if objectives is None:
-        objectives = ",".join((study.user_attrs.get("tuner") or {}).get("objectives") or ["val_loss", "params", "latency"])
+        provenance = StudyProvenance.from_study(study)
+        objectives = ",".join(provenance.objectives if provenance else StudyProvenance.objectives)
     front = pareto_front(study, objectives=[name.strip() for name in objectives.split(",") if name.strip()])
     if as_json:
         click.echo(json.dumps([point.__dict__ for point in front], indent=2))

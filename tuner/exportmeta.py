@@ -1,0 +1,164 @@
+"""model.json: what an export says about its model, written by ``export-best`` and read by ``predict``.
+
+The record is the one owner of the file's layout. ``predict`` needs more than the Keras model: which
+kind of input the model was trained on (MNIST-style digits, a table, an image folder), the class
+names, a table's standardisation and an image folder's size and colour. A model.json that is missing,
+of another format version or inconsistent with its model is refused rather than guessed around.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import ModelError
+
+__all__ = ["FORMAT", "METADATA_FILE", "ModelInput", "ExportMetadata"]
+
+FORMAT = "tuner-export/2"
+METADATA_FILE = "model.json"
+_KINDS = ("mnist", "table", "images")
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """How raw inputs become the model's rows, and what its outputs mean."""
+
+    kind: str  # one of tuner.data.INPUT_KINDS
+    input_dim: int
+    n_classes: int
+    class_names: tuple[str, ...]
+    feature_names: tuple[str, ...] | None = None  # table: its columns, in the model's order
+    label_column: str | None = None  # table: the column that holds the class in labelled rows
+    feature_mean: tuple[float, ...] | None = None  # table: standardisation of the training part
+    feature_std: tuple[float, ...] | None = None
+    image_size: tuple[int, int] | None = None  # images: [width, height] every image is resized to
+    color: bool = False  # images: RGB rather than grayscale
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.kind not in _KINDS:
+            found.append(f"unknown input kind {self.kind!r}")
+        if len(self.class_names) != self.n_classes:
+            found.append(f"{len(self.class_names)} class names for {self.n_classes} classes")
+        if self.kind == "table":
+            for name, values in (("feature_names", self.feature_names), ("feature_mean", self.feature_mean), ("feature_std", self.feature_std)):
+                if values is None or len(values) != self.input_dim:
+                    found.append(f"{name} must hold {self.input_dim} entries")
+        if self.kind == "images":
+            width, height = self.image_size or (0, 0)
+            if width * height * (3 if self.color else 1) != self.input_dim:
+                found.append(f"image_size {self.image_size} {'colour' if self.color else 'grayscale'} does not give {self.input_dim} features")
+        return found
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    study_name: str
+    storage: str
+    trial_number: int
+    selected: str  # "best", "chosen" (--trial) or "within-budget" (--max-params / --max-latency-ms)
+    params: dict[str, Any]
+    trial: dict[str, Any]
+    test: dict[str, Any]
+    training: dict[str, Any]  # epochs, batch size, refit, seed (the trial's own), history
+    data: dict[str, Any]  # provenance: dataset, source, checksums, split
+    model_input: ModelInput
+    versions: dict[str, str] = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        model_input = self.model_input
+        return {
+            "format": FORMAT,
+            "study_name": self.study_name,
+            "storage": self.storage,
+            "trial_number": self.trial_number,
+            "selected": self.selected,
+            "params": self.params,
+            "trial": self.trial,
+            "test": self.test,
+            "training": self.training,
+            "data": {
+                **self.data,
+                "kind": model_input.kind,
+                "input_dim": model_input.input_dim,
+                "n_classes": model_input.n_classes,
+                "class_names": list(model_input.class_names),
+                "feature_names": _list(model_input.feature_names),
+                "label_column": model_input.label_column,
+                "feature_mean": _list(model_input.feature_mean),
+                "feature_std": _list(model_input.feature_std),
+                "image_size": _list(model_input.image_size),
+                "color": model_input.color,
+            },
+            "versions": self.versions,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    def write(self, path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle, indent=2, allow_nan=False)
+            handle.write("\n")
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> "ExportMetadata":
+        """Read and check ``directory/model.json``; any problem is one ``ModelError`` line."""
+        path = Path(directory) / METADATA_FILE
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelError(f"{path}: missing; predict needs the model.json written with model.keras by 'tuner export-best'") from None
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path}: not readable JSON ({exc})") from None
+        if not isinstance(document, dict):
+            raise ModelError(f"{path}: does not hold a JSON object")
+        if document.get("format") != FORMAT:
+            raise ModelError(f"{path}: format {document.get('format')!r}, this tuner reads {FORMAT!r}; export the model again with 'tuner export-best'")
+        try:
+            data = dict(document["data"])
+            model_input = ModelInput(
+                kind=str(data.pop("kind")),
+                input_dim=int(data.pop("input_dim")),
+                n_classes=int(data.pop("n_classes")),
+                class_names=tuple(str(name) for name in data.pop("class_names")),
+                feature_names=_tuple(data.pop("feature_names", None), str),
+                label_column=data.pop("label_column", None),
+                feature_mean=_tuple(data.pop("feature_mean", None), float),
+                feature_std=_tuple(data.pop("feature_std", None), float),
+                image_size=_tuple(data.pop("image_size", None), int),
+                color=bool(data.pop("color", False)),
+            )
+            metadata = cls(
+                study_name=str(document["study_name"]),
+                storage=str(document.get("storage", "")),
+                trial_number=int(document["trial_number"]),
+                selected=str(document.get("selected", "")),
+                params=dict(document.get("params") or {}),
+                trial=dict(document.get("trial") or {}),
+                test=dict(document.get("test") or {}),
+                training=dict(document.get("training") or {}),
+                data=data,
+                model_input=model_input,
+                versions=dict(document.get("versions") or {}),
+                started_at=str(document.get("started_at", "")),
+                finished_at=str(document.get("finished_at", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: incomplete or malformed ({type(exc).__name__}: {exc})") from None
+        problems = model_input.problems()
+        if problems:
+            raise ModelError(f"{path}: inconsistent: {'; '.join(problems)}")
+        return metadata
+
+
+def _list(values: Any) -> list[Any] | None:
+    return None if values is None else list(values)
+
+
+def _tuple(values: Any, kind: type) -> tuple[Any, ...] | None:
+    return None if values is None else tuple(kind(value) for value in values)

@@ -1,0 +1,77 @@
+"""Replacing a directory atomically: an export at ``--out`` is the old one or the new one, never neither."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import shutil
+import signal
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["install_directory"]
+
+
+def install_directory(staging: Path, target: Path) -> bool:
+    """Put the complete directory ``staging`` at ``target``; True if it replaced one. At no moment is there nothing at ``target``."""
+    if not target.exists():
+        staging.rename(target)
+        return False
+    if _exchange(staging, target):  # one atomic step: the old directory is now in staging, which the caller removes
+        return True
+    # No atomic exchange on this system: two renames, with Ctrl-C and SIGTERM held off between them.
+    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    with _signals_deferred():
+        target.rename(backup)
+        try:
+            staging.rename(target)
+        except BaseException:
+            backup.rename(target)
+            raise
+    shutil.rmtree(backup, ignore_errors=True)
+    return True
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths with Linux's renameat2(RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # e.g. a file system without the flag
+        return False
+    raise OSError(error, os.strerror(error), str(second))
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive during the block reach their handlers after it.
+
+    (Masking the signals would not do: the kernel hands them to any other thread, TensorFlow's say,
+    and Python runs the handler in the main thread at once.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change handlers, and only it runs them
+        return
+    caught: list[tuple[int, Any]] = []
+    previous = {number: signal.signal(number, lambda signum, frame: caught.append((signum, frame))) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number, frame in caught[:1]:
+            handler = previous[number]
+            if callable(handler):
+                handler(number, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
