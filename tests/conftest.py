@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.engine import make_url
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # A developer's ./.env (the compose stack's, say) must not change what the tests run; tests/test_envfile.py turns it back on.
@@ -89,6 +91,16 @@ def trained_study(tmp_path_factory) -> tuple[str, str]:
     config = resolve_run_config(study_file=study_file, storage_url=url, data_path=str(MNIST_SMALL), n_trials=6)
     run_study(config)
     return url, config.study_name
+
+
+@pytest.fixture
+def study_copy(trained_study, tmp_path) -> tuple[str, str]:
+    """A private copy of the shared trained study: exporting writes a study attribute."""
+    url, name = trained_study
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
+        source.backup(target)  # consistent even with the WAL the storage uses
+    return f"sqlite:///{copy}", name
 
 
 # --- Database servers (PostgreSQL, MariaDB/MySQL) -------------------------------------------------------------

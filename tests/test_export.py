@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import datetime
 from pathlib import Path
 
@@ -11,21 +10,12 @@ import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
 from tests.conftest import MNIST_SMALL, invoke
 from tuner.data import load_final_data
+from tuner.records import epoch_log
+from tuner.selection import final_epochs, most_accurate
 from tuner.storage import mask_url
-
-
-@pytest.fixture
-def study_copy(trained_study, tmp_path) -> tuple[str, str]:
-    """A private copy of the shared trained study: exporting writes a study attribute."""
-    url, name = trained_study
-    copy = tmp_path / "copy.db"
-    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
-        source.backup(target)  # consistent even with the WAL the storage uses
-    return f"sqlite:///{copy}", name
 
 
 def _study(url: str, name: str) -> optuna.Study:
@@ -54,14 +44,16 @@ def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     assert result.exit_code == 0, result.output
 
     study = _study(url, name)
-    best = study.best_trial
+    best = most_accurate(study.trials)
+    best, peak = best.trial, best  # the most accurate trial on validation, not the one of lowest loss
     meta = json.loads((out / "model.json").read_text())
     assert meta["study_name"] == name and meta["storage"] == mask_url(url)
     assert meta["trial_number"] == best.number and meta["selected"] == "best"
     assert meta["params"] == best.params
     assert meta["trial"]["val_loss"] == best.value
-    assert meta["trial"]["val_accuracy"] == best.user_attrs["val_accuracy"]
-    assert meta["training"]["epochs"] == best.user_attrs["best_epoch"] == len(meta["training"]["history"])
+    assert meta["trial"]["val_accuracy"] == peak.val_accuracy == max(r.val_accuracy for r in epoch_log(best))
+    assert meta["training"]["epochs"] == meta["trial"]["best_epoch"] == peak.epoch == len(meta["training"]["history"])
+    assert meta["trial"]["lowest_loss_epoch"] == best.user_attrs["best_epoch"]
     assert meta["training"]["batch_size"] == best.params["batch_size"]
     assert meta["training"]["refit_full"] is True and meta["training"]["n_samples"] == 2400
     assert meta["training"]["seed"] == best.user_attrs["seed"] == study.user_attrs["tuner"]["seed"] + best.number
@@ -94,7 +86,7 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     url, name = study_copy
     study = _study(url, name)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    chosen = next((t for t in complete if t.number != study.best_trial.number), complete[0])
+    chosen = next((t for t in complete if t.number != most_accurate(complete).trial.number), complete[0])
     epochs = []
     result = export_best(storage_url=url, trial_number=chosen.number, out=tmp_path / "chosen", refit_full=False, on_epoch=epochs.append)
 
@@ -103,7 +95,7 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     assert meta["params"] == chosen.params and result.params == chosen.params
     assert meta["training"]["n_samples"] == 2000  # the training part only: 1/6 of 2400 stays for validation
     assert all("val_xent" in row for row in meta["training"]["history"])
-    assert [e.epoch for e in epochs] == list(range(1, chosen.user_attrs["best_epoch"] + 1))
+    assert [e.epoch for e in epochs] == list(range(1, final_epochs(chosen) + 1))
     assert result.test_accuracy == meta["test"]["accuracy"] and not result.replaced
     assert _study(url, name).user_attrs["export"]["trial"] == chosen.number
 
@@ -187,4 +179,4 @@ def test_a_budget_export_records_within_budget_and_the_help_says_what_it_picks(c
     assert result.exit_code == 0, result.output
     assert json.loads((out / "model.json").read_text())["selected"] == "within-budget"
     text = " ".join(invoke(cli, "export-best", "--help").stdout.split())
-    assert "--max-params N Export the trial of lowest validation loss among those with at most N parameters" in text
+    assert "--max-params N Export the most accurate trial (on validation) among those with at most N parameters" in text

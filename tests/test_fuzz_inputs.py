@@ -458,8 +458,9 @@ def test_report_option_values(tmp_path_factory, monkeypatch, study_copy, option,
         result = invoke(CliRunner(), "report", *args, option, value)
     written = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
     if result.exit_code == 0:
-        line = result.stdout.strip().split("\n")[-1]  # wrote PATH (0.1 MB); open URI (PATH may hold other line breaks)
-        report = Path(line[len("wrote ") : line.rindex(" (")])
+        # "wrote PATH (0.1 MB); open URI": PATH may hold line breaks (an --out of "\n"), so no splitting on them
+        written_line = result.stdout[result.stdout.rindex("wrote ") + len("wrote ") :]
+        report = Path(written_line[: written_line.rindex(" (")])
         page = report.read_text(encoding="utf-8")
         assert page.rstrip().endswith("</html>")  # complete, not cut off
         assert not [p for p in report.parent.iterdir() if p.name.startswith(".tuner-report-")]

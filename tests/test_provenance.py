@@ -90,6 +90,6 @@ def test_export_uses_the_trials_seed_and_refuses_other_data_unless_allowed(cli, 
     result = invoke(cli, "export-best", "--storage", sqlite_url, "--out", out, "--data", _other_data(tmp_path), "--allow-other-data", "-q")
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "model.json").read_text())
-    assert meta["training"]["seed"] == study.best_trial.user_attrs["seed"] and meta["training"]["seed_source"] == "the trial's own"
+    assert meta["training"]["seed"] == study.trials[meta["trial_number"]].user_attrs["seed"] and meta["training"]["seed_source"] == "the trial's own"
     tuned = study.user_attrs["tuner"]["data_checksum"]
     assert meta["data"]["tuned_checksum"] == tuned and meta["data"]["checksum"] != tuned

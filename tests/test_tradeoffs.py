@@ -111,8 +111,8 @@ def test_pareto_command_lists_the_front(cli, trained_study):
     assert bad.exit_code == 2 and "unknown objectives" in bad.stderr
 
 
-def test_export_within_a_parameter_budget(cli, trained_study, tmp_path):
-    url, name = trained_study
+def test_export_within_a_parameter_budget(cli, study_copy, tmp_path):
+    url, name = study_copy
     study = optuna.load_study(study_name=name, storage=url)
     cheapest = min(t.user_attrs["n_params"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
     expected = best_within_budget(study, max_params=cheapest)

@@ -1,8 +1,9 @@
 """The final training job: retrain a finished trial, score it once on the test set, save it.
 
 The library call behind ``tuner export-best``. The model is rebuilt from the trial's recorded
-parameters with ``optuna.trial.FixedTrial``, trained for the trial's best epoch count on the training
-data (plus the validation part with ``refit_full``) and evaluated on the test set exactly once.
+parameters with ``optuna.trial.FixedTrial``, trained for as many epochs as the trial took to its
+highest validation accuracy (tuner.selection) on the training data (plus the validation part with
+``refit_full``) and evaluated on the test set exactly once.
 Files are written to a temporary directory next to the target and renamed into place at the end.
 """
 
@@ -27,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.data import FinalData, load_final_data
 from tuner.errors import ConfigError, ExportError, StorageError, StudyNotFoundError
 from tuner.pareto import best_within_budget
+from tuner.selection import final_epochs, most_accurate
 from tuner.exportmeta import METADATA_FILE, ExportMetadata, ModelInput
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
@@ -116,8 +118,8 @@ def export_best(
 ) -> ExportResult:
     """Train the best completed trial (or ``trial_number``) as the final model and write it to ``out``.
 
-    With ``max_params`` / ``max_latency_ms`` the trial is the one of lowest validation loss within that
-    budget. The model trains with the seed its trial trained with. ``data_path`` data other than the
+    The best trial is the completed one of highest validation accuracy (tuner.selection); with
+    ``max_params`` / ``max_latency_ms``, the one of highest validation accuracy within that budget. The model trains with the seed its trial trained with. ``data_path`` data other than the
     study's (by checksum) is refused unless ``allow_other_data``; model.json then records both checksums.
     """
     started, started_at = time.perf_counter(), _now()
@@ -135,7 +137,7 @@ def export_best(
     target = Path(out) if out is not None else default_export_dir(study.study_name)
     _check_target(target, force=force)
     provenance = StudyProvenance.required(study)
-    epochs = _best_epoch(trial)
+    epochs = _final_epochs(trial)
     final = load_final_data(
         dataset=provenance.dataset,
         data_path=data_path or provenance.data_path,
@@ -151,7 +153,7 @@ def export_best(
         )
     seed = recorded_trial_seed(trial, provenance.seed)
     x_fit, y_fit = _fit_data(final, refit_full)
-    is_best = trial_number is None or trial.number == study.best_trial.number
+    is_best = trial_number is None or trial.number == _pick_trial(study, None).number
     if on_start:
         on_start(
             ExportStart(
@@ -179,8 +181,9 @@ def export_best(
         params=dict(trial.params),
         trial={
             "val_loss": trial.value,
-            "val_accuracy": trial.user_attrs.get("val_accuracy"),
-            "best_epoch": epochs,
+            "val_accuracy": _peak_accuracy(trial),
+            "best_epoch": epochs,  # the epoch of that accuracy, which the final model trains to
+            "lowest_loss_epoch": trial.user_attrs.get("best_epoch"),
             "epochs_trained": trial.user_attrs.get("epochs_trained"),
         },
         test=test,
@@ -235,7 +238,10 @@ def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     if number is None:
         if not complete:
             raise StudyNotFoundError(f"study {study.study_name!r} has no completed trial yet ({len(trials)} trials in all); run 'tuner run' first")
-        return study.best_trial
+        selection = most_accurate(complete)
+        if selection is None:
+            raise StudyNotFoundError(f"study {study.study_name!r} has no completed trial with a value")
+        return selection.trial
     chosen = next((t for t in trials if t.number == number), None)
     if chosen is None:
         raise StudyNotFoundError(f"study {study.study_name!r} has no trial {number} (trials are numbered 0 to {len(trials) - 1})" if trials else f"study {study.study_name!r} has no trials")
@@ -262,11 +268,16 @@ def _model_input(tuning, provenance: StudyProvenance) -> ModelInput:
     )
 
 
-def _best_epoch(trial: FrozenTrial) -> int:
-    epoch = trial.user_attrs.get("best_epoch")
-    if not isinstance(epoch, int) or epoch < 1:
-        raise StorageError(f"trial {trial.number} has no 'best_epoch' attribute (was it run by 'tuner run'?)")
-    return epoch
+def _peak_accuracy(trial: FrozenTrial) -> float | None:
+    selection = most_accurate([trial])
+    return selection.val_accuracy if selection is not None else trial.user_attrs.get("val_accuracy")
+
+
+def _final_epochs(trial: FrozenTrial) -> int:
+    epochs = final_epochs(trial)
+    if epochs is None:
+        raise StorageError(f"trial {trial.number} has no epoch log and no 'best_epoch' attribute (was it run by 'tuner run'?)")
+    return epochs
 
 
 def _fit_data(final: FinalData, refit_full: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -26,18 +26,18 @@ from tuner.cli.options import storage_option
 )
 @click.option("--refit-full/--no-refit-full", default=True, show_default=True, help="Train on the validation part too, not only on the training part.")
 @click.option("--force", is_flag=True, help="Replace an existing export in --out.")
-@click.option("--max-params", type=click.IntRange(min=1), metavar="N", help="Export the trial of lowest validation loss among those with at most N parameters.")
+@click.option("--max-params", type=click.IntRange(min=1), metavar="N", help="Export the most accurate trial (on validation) among those with at most N parameters.")
 @click.option(
     "--max-latency-ms",
     type=click.FloatRange(min=0, min_open=True),
     metavar="MS",
-    help="Export the trial of lowest validation loss among those whose CPU inference takes at most MS per sample.",
+    help="Export the most accurate trial (on validation) among those whose CPU inference takes at most MS per sample.",
 )
 @click.option("--allow-other-data", is_flag=True, help="Train on --data even though it is not the data the study was tuned on (model.json records both checksums).")
 @click.option("--threads", type=click.IntRange(min=1), envvar="TUNER_THREADS", help="TensorFlow threads for this process [default: all cores].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the result.")
 def export_best(study_name, storage, trial_number, out, data_path, refit_full, force, max_params, max_latency_ms, allow_other_data, threads, quiet) -> None:
-    """Retrain the best trial (or --trial N), score it once on the test set, save model.keras and model.json."""
+    """Retrain the most accurate trial (or --trial N), score it once on the test set, save model.keras and model.json."""
     from tuner.export import export_best as run_export
     from tuner.storage import DEFAULT_STORAGE
 
