@@ -75,7 +75,7 @@ def main() -> None:
         "clients": clients,
         "epoch_seconds": args.epoch_seconds,
         "heartbeat_seconds": args.heartbeat,
-        "study": "the default study file (TPE sampler, median pruner, 10-30 epochs a trial, no baselines)",
+        "study": "the default study file (its TPE sampler and successive-halving pruner, its 30-epoch budget a trial; no baselines)",
     }
     ceilings = {backend: ceiling([a for a in arms if a["backend"] == backend]) for backend in backends}
     server = server_settings(args.postgres) if {"postgresql", "grpc"} & set(backends) else None

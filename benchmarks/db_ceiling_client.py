@@ -226,7 +226,7 @@ def mlp_parameters(params: dict[str, Any]) -> int:
 
 
 def validation_curve(seed: int, epochs: int) -> list[float]:
-    """A falling validation loss per epoch, its floor and speed drawn per trial, so that the median pruner
+    """A falling validation loss per epoch, its floor and speed drawn per trial, so that the pruner
     has better and worse trials to tell apart."""
     rng = np.random.default_rng(seed)
     floor, scale, rate = 0.06 + 0.3 * rng.random(), 0.5 + 1.5 * rng.random(), 0.2 + 0.4 * rng.random()
