@@ -136,7 +136,7 @@ def test_sigterm_to_workers_parent_stops_and_reaps_every_worker(tmp_path):
             os.kill(pid, 0)  # reaped, not orphaned
     trials = _trials(url, "slow")
     states = [t.state for t in trials]
-    assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 2
+    assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 2, (states, stderr)
     # Each interrupted trial is queued again and no longer counts towards --trials.
     assert states.count(TrialState.WAITING) == 2 and Tally.of(trials).finished == 0
 

@@ -324,13 +324,18 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], lock:
 
 def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, after_trial) -> str:
     started: list[optuna.Trial] = []
+    interrupted: list[bool] = []
 
     def run_unlocked(trial: optuna.Trial) -> float:
         started.append(trial)
         lock.release()  # the trial is RUNNING now and counts for every other worker
         if trial.user_attrs.get("fail_reason") is not None:
             trial.set_user_attr("fail_reason", None)  # a retry inherits the attributes of the trial that died
-        return objective(trial)
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            interrupted.append(True)
+            raise
 
     with lock:
         fail_stale_trials(study, lock.storage)  # a dead worker's trial: FAIL, and its retry is queued
@@ -346,6 +351,11 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, 
                 _requeue_interrupted(study, started[0])
             raise
         except Exception as exc:
+            if started and interrupted:
+                # Optuna could not record the interrupted trial (say, SQLite busy with the other workers'
+                # stops at the same moment): record and queue it here, then stop as interrupted.
+                _requeue_interrupted(study, started[0])
+                raise KeyboardInterrupt from exc
             if not started or not _finished_elsewhere(study, started[0]):
                 raise
             # Another worker's stale-trial sweep failed (and re-queued) this trial while it trained here:
@@ -364,9 +374,27 @@ def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     The retry records the trial in its ``retry_history``, so the interrupted one does not count towards
     the study's total. Never limited in number: an interrupt is not the configuration's fault.
     """
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = _retrying(lambda: study._storage.get_trial(trial._trial_id))
+    if frozen.state == TrialState.RUNNING:  # Optuna's own FAIL did not reach the database
+        _retrying(lambda: study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL))
+        frozen = _retrying(lambda: study._storage.get_trial(trial._trial_id))
     if frozen.state == TrialState.FAIL:
-        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
+        _retrying(lambda: optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen))
+
+
+def _retrying(call: Callable[[], Any], *, attempts: int = 5) -> Any:
+    """A bookkeeping call made while stopping, retried through a busy or briefly unreachable database.
+
+    Workers stopped together write at the same moment; the parent's grace period (tuner.workers) leaves
+    time for these few seconds of retries.
+    """
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception:  # any storage error; the last one is raised
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
 
 
 class _Backoff:
