@@ -176,7 +176,11 @@ def test_sqlite_survives_repeated_sigkill_mid_commit(tmp_path, fast_study_file):
     assert _sqlite_check(database) == "ok"
     trials = _trials(url, "killed")
     _assert_consistent(trials, n_trials)
-    assert set(stale) <= Tally.of(trials).retried  # each killed writer's trial was failed and run again
+    # Each killed writer's trial was failed and run again, unless its lineage had used up its retries
+    # (tuner.storage: RetryHeartbeatStaleTrialCallback(max_retry=2); six kills can hit one lineage thrice).
+    by_number = {t.number: t for t in trials}
+    at_limit = {n for n in stale if len(by_number[n].system_attrs.get("retry_history", ())) >= 2}
+    assert set(stale) - at_limit <= Tally.of(trials).retried, note
 
 
 # --- export-best and report on a full and a read-only file system ---------------------------------------------
