@@ -78,6 +78,16 @@ def invoke(runner: CliRunner, *args: str, env: dict[str, str] | None = None):
     return runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
+def one_error_line(result, code: int, *fragments: str) -> str:
+    """Assert a CLI result failed with ``code`` and exactly one 'Error: ' line on stderr holding every fragment."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def trained_study(tmp_path_factory) -> tuple[str, str]:
     """A finished 6-trial study on the fixture, shared read-only by tests: (storage URL, study name)."""

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import MNIST_SMALL, invoke
+from tests.conftest import MNIST_SMALL, invoke, one_error_line
 from tuner.data import load_final_data
 from tuner.records import epoch_log
 from tuner.selection import final_epochs, most_accurate
@@ -20,15 +20,6 @@ from tuner.storage import mask_url
 
 def _study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=url)
-
-
-def _one_error_line(result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
@@ -108,14 +99,14 @@ def test_rerun_needs_force_and_failed_writes_keep_the_old_export(cli, study_copy
     assert invoke(cli, "export-best", "--storage", url, "--out", out).exit_code == 0
     before = _snapshot(out)
 
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", out), 5, "already holds an export", "--force")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", out), 5, "already holds an export", "--force")
     assert _snapshot(out) == before
 
     def disk_full(path, document):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tuner.export, "_write_json", disk_full)
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", out, "--force", "--quiet"), 5, "No space left on device")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", out, "--force", "--quiet"), 5, "No space left on device")
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     monkeypatch.undo()
@@ -128,47 +119,47 @@ def test_rerun_needs_force_and_failed_writes_keep_the_old_export(cli, study_copy
 
 def test_storage_problems_each_get_one_line(cli, study_copy, tmp_path):
     url, name = study_copy
-    _one_error_line(invoke(cli, "export-best", "--storage", f"sqlite:///{tmp_path / 'none.db'}"), 4, "no study database")
+    one_error_line(invoke(cli, "export-best", "--storage", f"sqlite:///{tmp_path / 'none.db'}"), 4, "no study database")
     assert not (tmp_path / "none.db").exists()
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--study", "nope"), 4, "no study named 'nope'")
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--trial", 999), 4, "no trial 999")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--study", "nope"), 4, "no study named 'nope'")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--trial", 999), 4, "no trial 999")
     not_a_db = tmp_path / "notes.db"
     not_a_db.write_text("not a database")
-    _one_error_line(invoke(cli, "export-best", "--storage", f"sqlite:///{not_a_db}"), 4, "cannot open storage")
+    one_error_line(invoke(cli, "export-best", "--storage", f"sqlite:///{not_a_db}"), 4, "cannot open storage")
     assert not_a_db.read_text() == "not a database"
 
 
 def test_unreachable_server_is_one_line_without_the_password(cli):
     pytest.importorskip("psycopg2")
-    line = _one_error_line(invoke(cli, "export-best", "--storage", "postgresql+psycopg2://tuner:s3cret@127.0.0.1:9/tuner"), 4, "cannot open storage")
+    line = one_error_line(invoke(cli, "export-best", "--storage", "postgresql+psycopg2://tuner:s3cret@127.0.0.1:9/tuner"), 4, "cannot open storage")
     assert "s3cret" not in line
 
 
 def test_study_without_a_finished_trial(cli, tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     study = optuna.create_study(study_name="empty", storage=url)
-    _one_error_line(invoke(cli, "export-best", "--storage", url), 4, "no completed trial")
+    one_error_line(invoke(cli, "export-best", "--storage", url), 4, "no completed trial")
     study.tell(study.ask(), state=TrialState.FAIL)
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--trial", 0), 4, "trial 0", "FAIL")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--trial", 0), 4, "trial 0", "FAIL")
 
 
 def test_output_paths_that_must_not_be_touched(cli, study_copy, tmp_path):
     url, _ = study_copy
     a_file = tmp_path / "notes.txt"
     a_file.write_text("keep me")
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", a_file), 5, "not a directory")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", a_file), 5, "not a directory")
     assert a_file.read_text() == "keep me"
 
     other_dir = tmp_path / "mine"
     other_dir.mkdir()
     (other_dir / "thesis.tex").write_text("keep me too")
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", other_dir, "--force"), 5, "holds no model.json")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", other_dir, "--force"), 5, "holds no model.json")
     assert _snapshot(other_dir) == {"thesis.tex": b"keep me too"}
 
 
 def test_missing_data_is_reported_before_training(cli, study_copy, tmp_path):
     url, _ = study_copy
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", tmp_path / "x", "--data", tmp_path / "no-such-data"), 3, "data path not found")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", tmp_path / "x", "--data", tmp_path / "no-such-data"), 3, "data path not found")
     assert not (tmp_path / "x").exists()
 
 

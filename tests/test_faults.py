@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke
+from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke, one_error_line
 from tuner.runner import Tally
 
 REQUIRED = os.environ.get("TUNER_REQUIRE_SERVERS") == "1"  # CI: a fault that cannot be injected fails, not skips
@@ -210,15 +210,6 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def _one_error_line(result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 def test_full_and_read_only_disks_keep_the_previous_export_and_report(cli, trained_study, tmp_path, tmpfs):
     mount, remount = tmpfs
     source, name = trained_study
@@ -234,19 +225,19 @@ def test_full_and_read_only_disks_keep_the_previous_export_and_report(cli, train
     # Full: room for half an export more, so the second copy (written beside the first) cannot fit.
     used = shutil.disk_usage(mount).used
     remount(f"size={used + sum(map(len, exported.values())) // 2}")
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", model, "--force", "--quiet"), 5, "No space left on device", "unchanged")
-    _one_error_line(invoke(cli, "report", "--storage", url, "--out", report), 2, "No space left on device")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", model, "--force", "--quiet"), 5, "No space left on device", "unchanged")
+    one_error_line(invoke(cli, "report", "--storage", url, "--out", report), 2, "No space left on device")
     assert _snapshot(model) == exported and report.read_bytes() == reported
     assert sorted(p.name for p in mount.iterdir()) == ["model", "report.html"]  # no half-written staging left behind
 
     # Read-only: export-best refuses before it trains, report before it draws; both leave the old files.
     remount("ro")
     started = time.perf_counter()
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", model, "--force", "--quiet"), 5, "read-only file system")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", model, "--force", "--quiet"), 5, "read-only file system")
     assert time.perf_counter() - started < 20  # no training happened first
     refused = invoke(cli, "report", "--storage", url, "--out", report)  # click's own writable check on --out answers first
     assert refused.exit_code == 2 and refused.stderr.strip().splitlines()[-1].endswith("is not writable."), refused.output
-    _one_error_line(invoke(cli, "export-best", "--storage", url, "--out", mount / "new", "--quiet"), 5, "read-only file system")
+    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", mount / "new", "--quiet"), 5, "read-only file system")
     assert _snapshot(model) == exported and report.read_bytes() == reported
     assert sorted(p.name for p in mount.iterdir()) == ["model", "report.html"]
     assert optuna.load_study(study_name=name, storage=url).user_attrs["export"]["path"] == str(model)  # still the first export

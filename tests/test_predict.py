@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES, MNIST_SMALL, invoke
+from tests.conftest import FIXTURES, MNIST_SMALL, invoke, one_error_line
 from tuner.data import read_idx
 from tuner.images import mnist_style, read_image
 
@@ -70,12 +70,8 @@ def digit_model(tmp_path_factory) -> Path:
 
 
 def _one_error_line(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    one_error_line(result, code, *fragments)
     assert result.stdout == ""
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_fixture_has_one_image_per_class_in_several_formats():

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke
+from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke, one_error_line
 from tuner.config import resolve_run_config
 from tuner.data import read_idx
 from tuner.errors import ConfigError
@@ -18,15 +18,6 @@ from tuner.runner import prepare_study
 
 def _run(cli, url, study_file, *extra):
     return invoke(cli, "run", "--study-file", study_file, "--storage", url, "-q", *extra)
-
-
-def _one_line(result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _other_data(tmp_path: Path) -> Path:
@@ -41,7 +32,7 @@ def _other_data(tmp_path: Path) -> Path:
 
 def test_resume_with_another_seed_is_refused_and_omitting_it_uses_the_studys(cli, fast_study_file, sqlite_url):
     assert _run(cli, sqlite_url, fast_study_file, "--trials", 1, "--seed", 5, "--data", MNIST_SMALL).exit_code == 0
-    _one_line(_run(cli, sqlite_url, fast_study_file, "--trials", 2, "--seed", 6, "--data", MNIST_SMALL), 2, "seed 5", "this run has 6")
+    one_error_line(_run(cli, sqlite_url, fast_study_file, "--trials", 2, "--seed", 6, "--data", MNIST_SMALL), 2, "seed 5", "this run has 6")
     resumed = _run(cli, sqlite_url, fast_study_file, "--trials", 2)  # neither --seed nor --data: the study's
     assert resumed.exit_code == 0, resumed.output
     trials = optuna.load_study(study_name="fast", storage=sqlite_url).trials
@@ -67,7 +58,7 @@ def test_resume_with_other_data_or_split_is_refused(cli, fast_study_file, sqlite
         changed = tmp_path / "changed.toml"
         changed.write_text(FAST_STUDY + f"\n[data]\n{setting}\n")
         fast_study_file = changed
-    _one_line(_run(cli, sqlite_url, fast_study_file, "--trials", 2, "--data", data), 2, words, "'fast'")
+    one_error_line(_run(cli, sqlite_url, fast_study_file, "--trials", 2, "--data", data), 2, words, "'fast'")
     assert len(optuna.load_study(study_name="fast", storage=sqlite_url).trials) == 1
 
 
@@ -85,7 +76,7 @@ def test_export_uses_the_trials_seed_and_refuses_other_data_unless_allowed(cli, 
     assert _run(cli, sqlite_url, fast_study_file, "--trials", 2, "--data", MNIST_SMALL).exit_code == 0
     study = optuna.load_study(study_name="fast", storage=sqlite_url)
     out = tmp_path / "model"
-    _one_line(invoke(cli, "export-best", "--storage", sqlite_url, "--out", out, "--data", _other_data(tmp_path), "-q"), 2, "--allow-other-data")
+    one_error_line(invoke(cli, "export-best", "--storage", sqlite_url, "--out", out, "--data", _other_data(tmp_path), "-q"), 2, "--allow-other-data")
     assert not out.exists()
     result = invoke(cli, "export-best", "--storage", sqlite_url, "--out", out, "--data", _other_data(tmp_path), "--allow-other-data", "-q")
     assert result.exit_code == 0, result.output

@@ -19,7 +19,7 @@ import numpy as np
 
 from tuner.errors import InputImageError
 
-__all__ = ["IMAGE_SIDE", "InputBatch", "load_inputs", "read_image", "read_array", "mnist_style"]
+__all__ = ["IMAGE_SIDE", "InputBatch", "load_inputs", "read_image", "read_array", "read_numeric_npy", "mnist_style"]
 
 IMAGE_SIDE = 28
 _BOX = 20  # MNIST digits fill a 20x20 box inside the 28x28 field
@@ -234,12 +234,7 @@ def read_array(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) ->
     (N, 28, 28, 1). Values in [0, 1] are kept, values in [0, 255] are divided by 255.
     """
     path = Path(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputImageError(f"{path}: not a readable .npy array ({_first_line(exc)})") from None
-    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise InputImageError(f"{path}: expected a numeric array, got {getattr(array, 'dtype', type(array).__name__)}")
+    array = read_numeric_npy(path)
     rows = _as_rows(array, input_dim)
     if rows is None:
         side = int(round(input_dim**0.5))
@@ -248,6 +243,17 @@ def read_array(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) ->
     if rows.shape[0] == 0:
         raise InputImageError(f"{path}: the array holds no samples")
     return _scaled(rows, path)
+
+
+def read_numeric_npy(path: Path) -> np.ndarray:
+    """A .npy file's array, refused (one InputImageError line) unless it is readable, unpickled and numeric."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputImageError(f"{path}: not a readable .npy array ({_first_line(exc)})") from None
+    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputImageError(f"{path}: expected a numeric array, got {getattr(array, 'dtype', type(array).__name__)}")
+    return array
 
 
 def _as_rows(array: np.ndarray, input_dim: int) -> np.ndarray | None:

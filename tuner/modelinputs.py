@@ -18,7 +18,7 @@ import numpy as np
 
 from tuner.errors import DataError, InputImageError
 from tuner.exportmeta import ModelInput
-from tuner.images import InputBatch, load_inputs, read_array
+from tuner.images import InputBatch, load_inputs, read_array, read_numeric_npy
 from tuner.userdata import IMAGE_SUFFIXES, image_pixels, read_csv_rows
 
 __all__ = ["ModelRows", "load_model_inputs"]
@@ -104,12 +104,7 @@ def _table_rows(path: Path, model_input: ModelInput) -> ModelRows:
 
 
 def _raw_rows(path: Path, input_dim: int) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputImageError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise InputImageError(f"{path}: expected a numeric array, got {getattr(array, 'dtype', type(array).__name__)}")
+    array = read_numeric_npy(path)
     if array.shape == (input_dim,):
         array = array.reshape(1, input_dim)
     if array.ndim != 2 or array.shape[1] != input_dim or len(array) == 0:
