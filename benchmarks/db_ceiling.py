@@ -51,11 +51,19 @@ def main() -> None:
     p.add_argument("--clients", default=None, help=f"client counts K (default {FULL_CLIENTS}; quick {QUICK_CLIENTS})")
     p.add_argument("--trials", type=int, default=None, help="finished trials per arm (default 200; quick 24)")
     p.add_argument("--backends", default=None, help="postgresql, sqlite, grpc (default all three; quick postgresql,sqlite)")
-    p.add_argument("--epoch-seconds", type=float, default=0.005, help="the sleep that stands in for one epoch of training (default %(default)s)")
-    p.add_argument("--heartbeat", type=int, default=1, help="heartbeat interval of the clients, seconds (default %(default)s: at least one per trial)")
+    p.add_argument(
+        "--epoch-seconds", type=float, default=0.005, help="the sleep that stands in for one epoch of training (default %(default)s)"
+    )
+    p.add_argument(
+        "--heartbeat", type=int, default=1, help="heartbeat interval of the clients, seconds (default %(default)s: at least one per trial)"
+    )
     p.add_argument("--trial-seconds", type=float, default=60.0, help="a real trial's length, for the extrapolation (default %(default)s)")
     p.add_argument("--budget", type=float, default=0.05, help="share of a real trial that coordination may cost (default %(default)s)")
-    p.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", help="an admin URL; a fresh database is made and dropped per arm")
+    p.add_argument(
+        "--postgres",
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        help="an admin URL; a fresh database is made and dropped per arm",
+    )
     args = p.parse_args()
     clients = [int(k) for k in (args.clients or (QUICK_CLIENTS if args.quick else FULL_CLIENTS)).split(",")]
     trials = args.trials or (24 if args.quick else 200)
@@ -67,7 +75,13 @@ def main() -> None:
                 print(f"== {backend}, {k} clients", file=sys.stderr, flush=True)
                 arms.append(
                     measure_arm(
-                        backend=backend, clients=k, trials=trials, admin_url=args.postgres, epoch_seconds=args.epoch_seconds, heartbeat=args.heartbeat, folder=Path(folder)
+                        backend=backend,
+                        clients=k,
+                        trials=trials,
+                        admin_url=args.postgres,
+                        epoch_seconds=args.epoch_seconds,
+                        heartbeat=args.heartbeat,
+                        folder=Path(folder),
                     )
                 )
     settings = {
@@ -82,7 +96,11 @@ def main() -> None:
     # SQLite serves one machine's workers only: there is nothing to extrapolate to other machines.
     extrapolation = {
         backend: extrapolate(
-            found, trial_seconds=args.trial_seconds, budget=args.budget, max_connections=server["max_connections"], server_cores=os.cpu_count() or 1
+            found,
+            trial_seconds=args.trial_seconds,
+            budget=args.budget,
+            max_connections=server["max_connections"],
+            server_cores=os.cpu_count() or 1,
         )
         for backend, found in ceilings.items()
         if backend != "sqlite"
@@ -104,7 +122,9 @@ def main() -> None:
 # --- The coordinator ------------------------------------------------------------------------------------------
 
 
-def measure_arm(*, backend: str, clients: int, trials: int, admin_url: str, epoch_seconds: float, heartbeat: int, folder: Path) -> dict[str, Any]:
+def measure_arm(
+    *, backend: str, clients: int, trials: int, admin_url: str, epoch_seconds: float, heartbeat: int, folder: Path
+) -> dict[str, Any]:
     """K client processes on one fresh study; returns their pooled timings, the server's connections and the audit."""
     database_backend = "sqlite" if backend == "sqlite" else "postgresql"
     fresh = FreshStorage(database_backend, admin_url, folder)
@@ -118,7 +138,11 @@ def measure_arm(*, backend: str, clients: int, trials: int, admin_url: str, epoc
             stderr = stack.enter_context(open(folder / f"client-{backend}-{clients}-{index}.log", "w+"))
             process = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.db_ceiling_client", "client"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                cwd=ROOT,
             )
             process.stdin.write(json.dumps({**spec, "result": str(result)}) + "\n")
             process.stdin.flush()
@@ -128,7 +152,14 @@ def measure_arm(*, backend: str, clients: int, trials: int, admin_url: str, epoc
                 # (For example PostgreSQL's max_connections reached.) The arm fails; the others still run.
                 stderr.seek(0)
                 lines = stderr.read().strip().splitlines() or ["no output"]
-                return {"backend": backend, "clients": clients, "failed_to_start": lines[-1], "trials_per_second": None, "audit": {"ok": False}, "ok": False}
+                return {
+                    "backend": backend,
+                    "clients": clients,
+                    "failed_to_start": lines[-1],
+                    "trials_per_second": None,
+                    "audit": {"ok": False},
+                    "ok": False,
+                }
         sampler = _ServerSampler(admin_url, fresh.database) if database_backend == "postgresql" else None
         started = time.perf_counter()
         for process, _, _ in processes:
@@ -145,8 +176,15 @@ def measure_arm(*, backend: str, clients: int, trials: int, admin_url: str, epoc
                 errors.append(stderr.read().strip().splitlines()[-1:])
         results = [json.loads(result.read_text()) for (_, result, _), code in zip(processes, exit_codes) if code == 0]
         summary = summarize(results, audit(url, trials), server, proxy_cpu)
-        return {"backend": backend, "clients": clients, "exit_codes": exit_codes, "errors": errors, "command_seconds": round(wall, 2),
-                **summary, "ok": summary["audit"]["ok"] and not any(exit_codes)}
+        return {
+            "backend": backend,
+            "clients": clients,
+            "exit_codes": exit_codes,
+            "errors": errors,
+            "command_seconds": round(wall, 2),
+            **summary,
+            "ok": summary["audit"]["ok"] and not any(exit_codes),
+        }
 
 
 @contextlib.contextmanager
@@ -158,7 +196,11 @@ def _proxy(url: str, log: Path):
     with open(log, "w") as stderr:  # not our stdout, which is the benchmark's JSON
         process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.db_ceiling_client", "proxy"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr, text=True, cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+            cwd=ROOT,
         )
     process.stdin.write(json.dumps({"url": url, "port": port}) + "\n")
     process.stdin.flush()
@@ -192,7 +234,9 @@ class _ServerSampler:
         import sqlalchemy
 
         self._engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        self._query = sqlalchemy.text("SELECT pid, backend_type FROM pg_stat_activity WHERE datname = :database").bindparams(database=database)
+        self._query = sqlalchemy.text("SELECT pid, backend_type FROM pg_stat_activity WHERE datname = :database").bindparams(
+            database=database
+        )
         self._counts: list[int] = []
         self._others: list[int] = []
         self._cpu_by_pid: dict[int, float] = {}
@@ -282,18 +326,25 @@ def summarize(results: list[dict], audited: dict[str, Any], server: dict[str, An
         "user_attrs_ms": percentiles(pooled("attrs_ms")),
         "tell_ms": percentiles(pooled("tell_ms")),
         "after_trial_ms": percentiles(pooled("after_ms")),
-        "coordination_ms_per_trial": {**percentiles(coordination), "mean": round(float(np.mean(coordination)), 1) if coordination else None},
+        "coordination_ms_per_trial": {
+            **percentiles(coordination),
+            "mean": round(float(np.mean(coordination)), 1) if coordination else None,
+        },
         # Statements this process sent; through the gRPC proxy the proxy sends them, so there are none to count.
         "sql_statements_per_trial": round(statements / finished, 1) if statements else None,
         "connections": {
-            "server": {key: value for key, value in server.items() if key != "backend_cpu_seconds"} if server else None,  # the gRPC proxy's included
+            "server": {key: value for key, value in server.items() if key != "backend_cpu_seconds"}
+            if server
+            else None,  # the gRPC proxy's included
             "opened_per_client": max((r["connections_opened"] for r in results), default=None),
         },
         # Where the CPU went, per finished trial: the clients' own Python (Optuna, SQLAlchemy, sampling),
         # the PostgreSQL backends serving them, and the gRPC proxy.
         "cpu_ms_per_trial": {
             "clients": round(1000 * sum(r["cpu_seconds"] for r in results) / finished, 1) if results else None,
-            "database_server": round(1000 * server["backend_cpu_seconds"] / finished, 1) if server and server["backend_cpu_seconds"] else None,
+            "database_server": round(1000 * server["backend_cpu_seconds"] / finished, 1)
+            if server and server["backend_cpu_seconds"]
+            else None,
             "grpc_proxy": round(1000 * proxy_cpu / finished, 1) if proxy_cpu is not None else None,
         },
         "epochs_per_trial": round(len(pooled("report_ms")) / max(1, len(trials)), 1),
@@ -341,7 +392,9 @@ def ceiling(arms: list[dict]) -> dict[str, Any]:
 OTHER_CONNECTIONS = 10
 
 
-def extrapolate(found: dict[str, Any], *, trial_seconds: float, budget: float, max_connections: int | None, server_cores: int) -> dict[str, Any]:
+def extrapolate(
+    found: dict[str, Any], *, trial_seconds: float, budget: float, max_connections: int | None, server_cores: int
+) -> dict[str, Any]:
     """How many real workers, with trials of ``trial_seconds``, one database serves before coordination costs
     more than ``budget`` of a trial.
 
@@ -361,7 +414,9 @@ def extrapolate(found: dict[str, Any], *, trial_seconds: float, budget: float, m
     bounds = {
         "measured_ceiling_of_this_machine": math.floor(rate * scale),
         "study_lock": math.floor(scale * 1000 / found["lock_hold_ms_alone"]) if found["lock_hold_ms_alone"] else None,
-        "database_server_cpu": math.floor(server_cores * scale * 1000 / found["database_server_cpu_ms_per_trial"]) if found["database_server_cpu_ms_per_trial"] else None,
+        "database_server_cpu": math.floor(server_cores * scale * 1000 / found["database_server_cpu_ms_per_trial"])
+        if found["database_server_cpu_ms_per_trial"]
+        else None,
         "max_connections": math.floor((max_connections - OTHER_CONNECTIONS) / found["server_connections_per_client"])
         if max_connections and found["server_connections_per_client"]
         else None,

@@ -75,7 +75,15 @@ class _Timings:
 
     def lock_acquired(self) -> None:
         now = time.perf_counter()
-        self.current = {"requested": self._requested, "acquired": now, "wait_ms": ms(now - self._requested), "hold_ms": None, "report_ms": [], "prune_ms": [], "gc_ms": 0.0}
+        self.current = {
+            "requested": self._requested,
+            "acquired": now,
+            "wait_ms": ms(now - self._requested),
+            "hold_ms": None,
+            "report_ms": [],
+            "prune_ms": [],
+            "gc_ms": 0.0,
+        }
 
     def lock_released(self) -> None:
         if self.current is not None and self.current["hold_ms"] is None:
@@ -87,7 +95,9 @@ class _Timings:
 
     def after_trial_started(self) -> None:
         now = time.perf_counter()
-        self.current["tell_ms"] = ms(now - self.current["objective_end"]) - self.current["gc_ms"]  # Optuna's gc.collect() is not the storage's
+        self.current["tell_ms"] = (
+            ms(now - self.current["objective_end"]) - self.current["gc_ms"]
+        )  # Optuna's gc.collect() is not the storage's
         self.current["after_started"] = now
 
     def trial_finished(self, state: str) -> None:
@@ -243,7 +253,9 @@ def run_client(spec: dict[str, Any]) -> None:
     from tuner.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = resolve_run_config(storage_url=spec["url"], study_name=STUDY, n_trials=spec["trials"], heartbeat_interval=spec["heartbeat"], baselines=False)
+    config = resolve_run_config(
+        storage_url=spec["url"], study_name=STUDY, n_trials=spec["trials"], heartbeat_interval=spec["heartbeat"], baselines=False
+    )
     timings = _Timings()
     if spec["grpc"]:
         # The lock needs a session of its own on the database; everything else goes through the proxy.
@@ -251,7 +263,9 @@ def run_client(spec: dict[str, Any]) -> None:
         study_storage = optuna.storages.GrpcStorageProxy(host=spec["grpc"]["host"], port=spec["grpc"]["port"])
         study_storage.wait_server_ready(timeout=60)
     else:
-        lock_storage = study_storage = open_storage(spec["url"], heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
+        lock_storage = study_storage = open_storage(
+            spec["url"], heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
+        )
     _instrument(lock_storage.engine, timings)
     lock = _timed_lock(lock_storage, timings)
     spec_ = config.spec

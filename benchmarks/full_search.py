@@ -82,7 +82,12 @@ def _study(database: Path) -> dict[str, Any]:
 
 def _model_json(path: Path) -> dict[str, Any]:
     metadata = json.loads(path.read_text())
-    return {"trial": metadata["trial_number"], "test_accuracy": metadata["test"]["accuracy"], "test_loss": metadata["test"]["loss"], "epochs": metadata["training"]["epochs"]}
+    return {
+        "trial": metadata["trial_number"],
+        "test_accuracy": metadata["test"]["accuracy"],
+        "test_loss": metadata["test"]["loss"],
+        "epochs": metadata["training"]["epochs"],
+    }
 
 
 if __name__ == "__main__":

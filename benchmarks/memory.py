@@ -26,13 +26,12 @@ def main() -> None:
     p.add_argument("--train-limit", type=int, default=None, help="training samples (default 2000 quick, 5000 full)")
     args = p.parse_args()
     start_tensorflow(args.threads)
+    import optuna
     import psutil
 
     from tuner.config import resolve_run_config
     from tuner.runner import run_study
     from tuner.studyfile import Fixed
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     process = psutil.Process()
@@ -41,7 +40,9 @@ def main() -> None:
     readings: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         data_path = small_dataset(args.data, limit, Path(tmp))
-        config = resolve_run_config(storage_url=f"sqlite:///{Path(tmp) / 'memory.db'}", data_path=data_path, n_trials=n_trials, baselines=False)
+        config = resolve_run_config(
+            storage_url=f"sqlite:///{Path(tmp) / 'memory.db'}", data_path=data_path, n_trials=n_trials, baselines=False
+        )
         config = replace(config, spec=replace(config.spec, space=MappingProxyType({**config.spec.space, "epochs": Fixed(1)})))
         rss_start = process.memory_info().rss / 2**20
         clock = Clock()

@@ -86,7 +86,10 @@ def _tuner_trial(data, spec, params, storage_url: str) -> tuple[float, float]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=open_storage(storage_url), sampler=make_sampler(spec.sampler), pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs), direction="minimize"
+        storage=open_storage(storage_url),
+        sampler=make_sampler(spec.sampler),
+        pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs),
+        direction="minimize",
     )
     study.enqueue_trial(params)
     clock = Clock()
@@ -108,8 +111,14 @@ def _plain_fit(data, training, params) -> tuple[float, float]:
     keras.utils.set_random_seed(0)
     model, _ = rebuild_model(params, input_dim=data.input_dim, n_classes=data.n_classes, n_samples=len(data.x_train), training=training)
     model.fit(
-        data.x_train, data.y_train, batch_size=params["batch_size"], epochs=params["epochs"],
-        validation_data=(data.x_val, data.y_val), validation_batch_size=training.validation_batch_size, shuffle=True, verbose=0,
+        data.x_train,
+        data.y_train,
+        batch_size=params["batch_size"],
+        epochs=params["epochs"],
+        validation_data=(data.x_val, data.y_val),
+        validation_batch_size=training.validation_batch_size,
+        shuffle=True,
+        verbose=0,
     )
     return clock.read()
 
@@ -135,7 +144,9 @@ def small_model(data, spec, *, epochs: int, repeats: int) -> dict[str, Any]:
         "keras_default_epoch_s": median([median(p["keras_default"]["epoch_s"][1:]) for p in pairs]),
         "ratio_steady_epoch_wall": median(steady),
         "ratio_whole_fit_wall": median(whole),
-        "ratio_steady_epoch_cpu": median([median(p["tuner"]["epoch_cpu_s"][1:]) / median(p["keras_default"]["epoch_cpu_s"][1:]) for p in pairs]),
+        "ratio_steady_epoch_cpu": median(
+            [median(p["tuner"]["epoch_cpu_s"][1:]) / median(p["keras_default"]["epoch_cpu_s"][1:]) for p in pairs]
+        ),
         "ratio_whole_fit_cpu": median(cpu),
         "target": "steady epoch ratio at most 0.6",
     }
@@ -174,11 +185,25 @@ def _timed_fit(data, params, training, *, validation_batch_size) -> dict[str, An
     clock_cb = epoch_clock()
     clock = Clock()
     model.fit(
-        data.x_train, data.y_train, batch_size=params["batch_size"], epochs=params["epochs"],
-        validation_data=(data.x_val, data.y_val), validation_batch_size=validation_batch_size, shuffle=True, verbose=0, callbacks=[clock_cb],
+        data.x_train,
+        data.y_train,
+        batch_size=params["batch_size"],
+        epochs=params["epochs"],
+        validation_data=(data.x_val, data.y_val),
+        validation_batch_size=validation_batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=[clock_cb],
     )
     wall, cpu = clock.read()
-    return {"n_params": int(model.count_params()), "fit_s": wall, "fit_cpu_s": cpu, "epoch_s": clock_cb.total, "train_s": clock_cb.train, "epoch_cpu_s": clock_cb.cpu}
+    return {
+        "n_params": int(model.count_params()),
+        "fit_s": wall,
+        "fit_cpu_s": cpu,
+        "epoch_s": clock_cb.total,
+        "train_s": clock_cb.train,
+        "epoch_cpu_s": clock_cb.cpu,
+    }
 
 
 def _rounded(value: Any) -> Any:

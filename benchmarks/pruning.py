@@ -74,7 +74,10 @@ def _search(data, spec, storage_url: str, trials: int, *, enqueue: list[dict[str
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=open_storage(storage_url), sampler=make_sampler(spec.sampler), pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs), direction="minimize"
+        storage=open_storage(storage_url),
+        sampler=make_sampler(spec.sampler),
+        pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs),
+        direction="minimize",
     )
     for params in enqueue:
         study.enqueue_trial(params)

@@ -14,8 +14,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.common import DEFAULT_DATA, RESULTS, emit
 
@@ -75,11 +76,23 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "trial_overhead" in o:
         add("1", "tuner trial / plain model.fit, s per epoch", round(o["trial_overhead"]["ratio_wall"], 3), "<= 1.05", lambda v: v <= 1.05)
         add("2", "wide model FLOP rate / numpy matmul rate", round(o["wide_model"]["fraction_of_matmul"], 3), ">= 0.5", lambda v: v >= 0.5)
-        add("2", "small model epoch, tuner settings / Keras defaults", round(o["small_model"]["ratio_steady_epoch_wall"], 3), "<= 0.6", lambda v: v <= 0.6)
+        add(
+            "2",
+            "small model epoch, tuner settings / Keras defaults",
+            round(o["small_model"]["ratio_steady_epoch_wall"], 3),
+            "<= 0.6",
+            lambda v: v <= 0.6,
+        )
     t = results.get("time_to_accuracy", {})
     if "arms" in t:
         for arm, r in t["arms"].items():
-            add("3", f"{arm}: median s to an epoch at {t['target']:.1%} (limit {t['limit_s']:.0f} s)", r["median_seconds_to_target"], "-", None)
+            add(
+                "3",
+                f"{arm}: median s to an epoch at {t['target']:.1%} (limit {t['limit_s']:.0f} s)",
+                r["median_seconds_to_target"],
+                "-",
+                None,
+            )
             add("3", f"{arm}: best validation accuracy within the limit", r["median_best_accuracy"], "-", None)
         add("3", "tuner time / faster rival's time", t.get("tuner_over_fastest_rival"), "<= 0.5", lambda v: v <= 0.5)
         add("3", "tuner's best accuracy - the better rival's, points", t.get("tuner_minus_best_rival_points"), ">= 0.2", lambda v: v >= 0.2)
@@ -96,7 +109,13 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             add("6", f"{backend}: skipped", sizes["skipped"], "-", None)
             continue
         for size, row in sizes.items():
-            add("6", f"{backend}: bookkeeping ms per trial at {size} trials", row["ms_per_trial_median"], "< 50 at 10000", (lambda v: v < 50) if size == "10000" else None)
+            add(
+                "6",
+                f"{backend}: bookkeeping ms per trial at {size} trials",
+                row["ms_per_trial_median"],
+                "< 50 at 10000",
+                (lambda v: v < 50) if size == "10000" else None,
+            )
     if "workers" in results and "error" not in results["workers"]:
         add("7", "parallel workers (benchmarks/workers.py)", "see results/workers.json", "-", None)
     for name, r in results.items():

@@ -56,7 +56,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TensorFlow threads in all, split between workers")
     parser.add_argument("--data", default=str(ROOT / "tests" / "fixtures" / "mnist-small"))
-    parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", help="an admin URL; a fresh database is made and dropped")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        help="an admin URL; a fresh database is made and dropped",
+    )
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     args = parser.parse_args()
 
@@ -65,7 +69,14 @@ def main() -> None:
         study_file.write_text(STUDY)
         run = _run(url, study_file, args)
         samples = run.pop("samples")
-        result = {"benchmark": "soak", "machine": machine(), "trials": args.trials, "workers": args.workers, **run, **_audit(url, args.trials)}
+        result = {
+            "benchmark": "soak",
+            "machine": machine(),
+            "trials": args.trials,
+            "workers": args.workers,
+            **run,
+            **_audit(url, args.trials),
+        }
     result["memory"] = _memory(samples, args.trials)
     result["ok"] = result["lost"] == 0 and result["stuck_running"] == 0 and result["contiguous"] and result["exit_code"] == 0
     print(json.dumps(result, indent=2))
@@ -74,7 +85,19 @@ def main() -> None:
 def _run(url: str, study_file: Path, args) -> dict:
     import optuna
 
-    command = [sys.executable, "-m", "tuner", "run", "-q", "--trials", str(args.trials), "--workers", str(args.workers), "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "tuner",
+        "run",
+        "-q",
+        "--trials",
+        str(args.trials),
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+    ]
     command += ["--study-file", str(study_file), "--data", args.data, "--study", "soak"]
     env = {**os.environ, "TUNER_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3"}
     storage = optuna.storages.RDBStorage(url)
@@ -84,10 +107,22 @@ def _run(url: str, study_file: Path, args) -> dict:
     while process.poll() is None:
         time.sleep(args.sample_seconds)
         workers = {pid: _rss_mb(pid) for pid in _children(process.pid)}
-        samples.append({"seconds": round(time.perf_counter() - started, 1), "finished": _finished(storage), "parent_mb": _rss_mb(process.pid), "workers_mb": workers})
+        samples.append(
+            {
+                "seconds": round(time.perf_counter() - started, 1),
+                "finished": _finished(storage),
+                "parent_mb": _rss_mb(process.pid),
+                "workers_mb": workers,
+            }
+        )
     stdout, stderr = process.communicate()
     wall = time.perf_counter() - started
-    return {"exit_code": process.returncode, "stderr_tail": stderr.strip().splitlines()[-3:], "wall_seconds": round(wall, 1), "samples": samples}
+    return {
+        "exit_code": process.returncode,
+        "stderr_tail": stderr.strip().splitlines()[-3:],
+        "wall_seconds": round(wall, 1),
+        "samples": samples,
+    }
 
 
 def _audit(url: str, n_trials: int) -> dict:
@@ -99,7 +134,9 @@ def _audit(url: str, n_trials: int) -> dict:
     tally = Tally.of(trials)
     numbers = sorted(t.number for t in trials)
     states = {state: sum(1 for t in trials if t.state.name == state) for state in sorted({t.state.name for t in trials})}
-    window = (max(t.datetime_complete for t in trials if t.datetime_complete) - min(t.datetime_start for t in trials if t.datetime_start)).total_seconds()
+    window = (
+        max(t.datetime_complete for t in trials if t.datetime_complete) - min(t.datetime_start for t in trials if t.datetime_start)
+    ).total_seconds()
     seconds = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete and t.datetime_start)
     return {
         "finished": tally.finished,
@@ -136,7 +173,10 @@ def _memory(samples: list[dict], n_trials: int) -> dict:
             "samples": len(points),
         }
     report["parent_mb"] = {"first": samples[0]["parent_mb"] if samples else None, "last": samples[-1]["parent_mb"] if samples else None}
-    report["timeline"] = [{"finished": s["finished"], **{f"w{i}": s["workers_mb"].get(pid) for i, pid in enumerate(workers)}} for s in samples[:: max(1, len(samples) // 12)]]
+    report["timeline"] = [
+        {"finished": s["finished"], **{f"w{i}": s["workers_mb"].get(pid) for i, pid in enumerate(workers)}}
+        for s in samples[:: max(1, len(samples) // 12)]
+    ]
     return report
 
 

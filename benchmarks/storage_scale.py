@@ -30,7 +30,8 @@ def main() -> None:
     p.add_argument("--sizes", default=None, help="comma-separated study sizes (default 1000 quick, 1000,10000 full)")
     p.add_argument("--trials", type=int, default=None, help="trials measured per size (default 10 quick, 20 full)")
     p.add_argument(
-        "--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        "--postgres",
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
         help="a PostgreSQL URL whose user may create databases ('none' to skip; default %(default)s)",
     )
     args = p.parse_args()
@@ -41,7 +42,18 @@ def main() -> None:
         backends["sqlite"] = measure_backend(lambda size: f"sqlite:///{Path(tmp) / f'scale{size}.db'}", sizes, trials)
     if args.postgres != "none":
         backends["postgresql"] = with_postgres(args.postgres, lambda url_for: measure_backend(url_for, sizes, trials))
-    emit("storage_scale", {"sizes": sizes, "trials_measured": trials, "epochs_per_trial": EPOCHS, "backends": backends, "target": "under 50 ms per trial at 10,000 trials", "versions": versions()}, args.out)
+    emit(
+        "storage_scale",
+        {
+            "sizes": sizes,
+            "trials_measured": trials,
+            "epochs_per_trial": EPOCHS,
+            "backends": backends,
+            "target": "under 50 ms per trial at 10,000 trials",
+            "versions": versions(),
+        },
+        args.out,
+    )
 
 
 def measure_backend(url_for, sizes: list[int], trials: int) -> dict[str, Any]:
@@ -74,8 +86,12 @@ def _study(url: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = load_study_file(default_study_file())
     study = optuna.create_study(
-        storage=open_storage(url), study_name="scale", sampler=make_sampler(spec.sampler), pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs),
-        direction="minimize", load_if_exists=True,
+        storage=open_storage(url),
+        study_name="scale",
+        sampler=make_sampler(spec.sampler),
+        pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs),
+        direction="minimize",
+        load_if_exists=True,
     )
     return study
 
@@ -117,19 +133,50 @@ def _fill(study, size: int) -> None:
             curve = 0.05 + rng.random() * np.exp(-0.2 * np.arange(EPOCHS)) + rng.random() * 0.05
             pruned = rng.random() < 1 / 3
             state = optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE
-            trials.append({"trial_id": next_id, "number": number, "study_id": study._study_id, "state": state, "datetime_start": now, "datetime_complete": now})
+            trials.append(
+                {
+                    "trial_id": next_id,
+                    "number": number,
+                    "study_id": study._study_id,
+                    "state": state,
+                    "datetime_start": now,
+                    "datetime_complete": now,
+                }
+            )
             for name, value in trial.params.items():
                 distribution = trial.distributions[name]
                 params.append(
-                    {"trial_id": next_id, "param_name": name, "param_value": distribution.to_internal_repr(value), "distribution_json": distribution_to_json(distribution)}
+                    {
+                        "trial_id": next_id,
+                        "param_name": name,
+                        "param_value": distribution.to_internal_repr(value),
+                        "distribution_json": distribution_to_json(distribution),
+                    }
                 )
             if not pruned:
-                values.append({"trial_id": next_id, "objective": 0, "value": float(curve.min()), "value_type": models.TrialValueModel.TrialValueType.FINITE})
+                values.append(
+                    {
+                        "trial_id": next_id,
+                        "objective": 0,
+                        "value": float(curve.min()),
+                        "value_type": models.TrialValueModel.TrialValueType.FINITE,
+                    }
+                )
             for step in range(2 if pruned else EPOCHS):
                 steps.append(
-                    {"trial_id": next_id, "step": step + 1, "intermediate_value": float(curve[step]), "intermediate_value_type": models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE}
+                    {
+                        "trial_id": next_id,
+                        "step": step + 1,
+                        "intermediate_value": float(curve[step]),
+                        "intermediate_value_type": models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE,
+                    }
                 )
-        for model, rows in ((models.TrialModel, trials), (models.TrialParamModel, params), (models.TrialValueModel, values), (models.TrialIntermediateValueModel, steps)):
+        for model, rows in (
+            (models.TrialModel, trials),
+            (models.TrialParamModel, params),
+            (models.TrialValueModel, values),
+            (models.TrialIntermediateValueModel, steps),
+        ):
             if rows:
                 connection.execute(model.__table__.insert(), rows)
         if connection.dialect.name == "postgresql":  # trial ids were given, so move the id sequence past them

@@ -80,7 +80,11 @@ def main() -> None:
                 if arm == "tuner" and args.export and args.mode == "budget":
                     run["export"] = export_best(args, Path(tmp))
             runs[arm].append(run)
-            print(f"[time_to_accuracy] {arm} seed {seed}: {json.dumps({k: run[k] for k in ('seconds_to_target', 'best_accuracy', 'epochs', 'trials')})}", file=sys.stderr, flush=True)
+            print(
+                f"[time_to_accuracy] {arm} seed {seed}: {json.dumps({k: run[k] for k in ('seconds_to_target', 'best_accuracy', 'epochs', 'trials')})}",
+                file=sys.stderr,
+                flush=True,
+            )
     # Each run keeps its own file: the figures are medians over runs made on different days.
     stamp = time.strftime("%Y%m%d-%H%M%S")
     emit(f"time_to_accuracy_{args.mode}_{stamp}", judge(runs, mode=args.mode, target=args.target, limit=limit, data=args.data), args.out)
@@ -208,7 +212,10 @@ def export_best(args, workdir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-m", "tuner", "export-best", "--data", str(Path(args.data).resolve()), "--out", "final"],
-        cwd=workdir, env=env, capture_output=True, text=True,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     seconds = round(time.perf_counter() - started, 1)
     if completed.returncode:
@@ -268,7 +275,13 @@ def run_child(args) -> None:
     from tuner.studyfile import default_study_file, load_study_file
 
     spec = load_study_file(default_study_file())
-    data = load_tuning_data(dataset=spec.dataset, data_path=args.data, validation_fraction=spec.validation_fraction, split_seed=spec.split_seed, options=spec.data_options)
+    data = load_tuning_data(
+        dataset=spec.dataset,
+        data_path=args.data,
+        validation_fraction=spec.validation_fraction,
+        split_seed=spec.split_seed,
+        options=spec.data_options,
+    )
     log = EpochLog(args.events)
     if args.child == "optuna":
         run_optuna_loop(data, spec, args.seed, log)
@@ -295,9 +308,19 @@ def run_optuna_loop(data, spec, seed: int, log: EpochLog) -> None:
 
     def objective(trial):
         keras.backend.clear_session()
-        model, p = build_model(trial, spec.space, input_dim=data.input_dim, n_classes=data.n_classes, n_samples=len(data.x_train), training=spec.training)
+        model, p = build_model(
+            trial, spec.space, input_dim=data.input_dim, n_classes=data.n_classes, n_samples=len(data.x_train), training=spec.training
+        )
         callbacks = [epoch_logger(log, lambda: trial.number), PruningCallback(trial, "val_accuracy")]
-        model.fit(data.x_train, data.y_train, batch_size=p["batch_size"], epochs=p["epochs"], validation_data=(data.x_val, data.y_val), callbacks=callbacks, verbose=0)
+        model.fit(
+            data.x_train,
+            data.y_train,
+            batch_size=p["batch_size"],
+            epochs=p["epochs"],
+            validation_data=(data.x_val, data.y_val),
+            callbacks=callbacks,
+            verbose=0,
+        )
         return model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)["accuracy"]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -354,7 +377,9 @@ def run_kerastuner(data, spec, seed: int, log: EpochLog, *, workdir: Path) -> No
             peak, schedule = draw(hp, "learning_rate"), draw(hp, "schedule")
             callbacks = list(callbacks)
             if schedule == "cosine":
-                callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch: peak * 0.5 * (1 + math.cos(math.pi * epoch / max_epochs))))
+                callbacks.append(
+                    keras.callbacks.LearningRateScheduler(lambda epoch: peak * 0.5 * (1 + math.cos(math.pi * epoch / max_epochs)))
+                )
             return model.fit(*fit_args, batch_size=draw(hp, "batch_size"), callbacks=callbacks, **kwargs)
 
     current = {"trial": None}
@@ -367,8 +392,14 @@ def run_kerastuner(data, spec, seed: int, log: EpochLog, *, workdir: Path) -> No
     stop_early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5)
     for round_ in itertools.count():  # Hyperband ran out of brackets: another round, as a user with time left would
         tuner = LoggedHyperband(
-            MLP(), objective="val_accuracy", max_epochs=max_epochs, factor=3, seed=seed + round_,
-            directory=str(workdir / "kerastuner"), project_name=f"round{round_}", overwrite=True,
+            MLP(),
+            objective="val_accuracy",
+            max_epochs=max_epochs,
+            factor=3,
+            seed=seed + round_,
+            directory=str(workdir / "kerastuner"),
+            project_name=f"round{round_}",
+            overwrite=True,
         )
         logger = epoch_logger(log, lambda: f"{round_}/{current['trial']}")
         tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), callbacks=[stop_early, logger], verbose=0)

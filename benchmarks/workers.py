@@ -47,9 +47,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16, help="trials per arm (default %(default)s)")
     parser.add_argument("--workers", default="1,2", help="worker counts to compare (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TensorFlow threads in all, split between workers (default: every core)")
-    parser.add_argument("--data", default=str(ROOT / "tests" / "fixtures" / "mnist-small"), help="MNIST IDX directory (default: the test fixture)")
-    parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", help="an admin URL; a fresh database is made per arm")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="TensorFlow threads in all, split between workers (default: every core)"
+    )
+    parser.add_argument(
+        "--data", default=str(ROOT / "tests" / "fixtures" / "mnist-small"), help="MNIST IDX directory (default: the test fixture)"
+    )
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        help="an admin URL; a fresh database is made per arm",
+    )
     parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args()
 
@@ -61,13 +69,27 @@ def main() -> None:
             for workers in (int(k) for k in args.workers.split(",")):
                 with FreshStorage(backend, args.postgres, Path(folder)) as url:
                     arms.append({"backend": backend, "workers": workers, **_measure(url, workers, args, study_file)})
-    print(json.dumps({"benchmark": "workers", "machine": machine(), "trials": args.trials, "threads": args.threads, "arms": arms}, indent=2))
+    print(
+        json.dumps({"benchmark": "workers", "machine": machine(), "trials": args.trials, "threads": args.threads, "arms": arms}, indent=2)
+    )
 
 
 def _measure(url: str, workers: int, args, study_file: Path) -> dict:
     import optuna
 
-    command = [sys.executable, "-m", "tuner", "run", "-q", "--trials", str(args.trials), "--workers", str(workers), "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "tuner",
+        "run",
+        "-q",
+        "--trials",
+        str(args.trials),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(args.threads),
+    ]
     command += ["--study-file", str(study_file), "--data", args.data, "--study", "bench"]
     env = {**os.environ, "TUNER_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.perf_counter()

@@ -108,7 +108,16 @@ def test_storage_history_written_in_bulk_reads_back_as_optuna_trials(tmp_path):
 # --- benchmarks/db_ceiling.py ---------------------------------------------------------------------------------
 
 
-def _arm(clients: int, rate: float, *, peak: int | None, hold: float = 30.0, coordination: float = 400.0, server_cpu: float | None = 70.0, ok: bool = True) -> dict:
+def _arm(
+    clients: int,
+    rate: float,
+    *,
+    peak: int | None,
+    hold: float = 30.0,
+    coordination: float = 400.0,
+    server_cpu: float | None = 70.0,
+    ok: bool = True,
+) -> dict:
     return {
         "clients": clients,
         "trials_per_second": rate,
@@ -130,12 +139,19 @@ def test_db_ceiling_finds_where_throughput_saturates_and_what_limits_real_worker
     assert found["server_connections_per_client"] == 2.0  # (16 - 2) / (8 - 1)
 
     limited = extrapolate(found, trial_seconds=60, budget=0.05, max_connections=100, server_cores=2)
-    assert limited["bounds"] == {"measured_ceiling_of_this_machine": 396, "study_lock": 2100, "database_server_cpu": 1800, "max_connections": 45}
+    assert limited["bounds"] == {
+        "measured_ceiling_of_this_machine": 396,
+        "study_lock": 2100,
+        "database_server_cpu": 1800,
+        "max_connections": 45,
+    }
     assert (limited["workers"], limited["limited_by"]) == (45, "max_connections")
     assert limited["coordination_alone_within_budget"] is True  # 400 ms of a 60 s trial
     roomy = extrapolate(found, trial_seconds=60, budget=0.05, max_connections=10_000, server_cores=2)
     assert (roomy["workers"], roomy["limited_by"]) == (1800, "database_server_cpu")
-    assert extrapolate(found, trial_seconds=6, budget=0.05, max_connections=100, server_cores=2)["coordination_alone_within_budget"] is False
+    assert (
+        extrapolate(found, trial_seconds=6, budget=0.05, max_connections=100, server_cores=2)["coordination_alone_within_budget"] is False
+    )
 
     assert ceiling([_arm(1, 2.0, peak=2, ok=False)]) == {"trials_per_second": None}
 
@@ -143,7 +159,9 @@ def test_db_ceiling_finds_where_throughput_saturates_and_what_limits_real_worker
 @pytest.mark.slow
 def test_db_ceiling_arm_whose_clients_cannot_start_fails_without_stopping_the_benchmark(tmp_path):
     # A heartbeat of 0 s is a configuration tuner refuses: every client stops before joining the study.
-    arm = measure_arm(backend="sqlite", clients=2, trials=4, admin_url="unused for SQLite", epoch_seconds=0.001, heartbeat=0, folder=tmp_path)
+    arm = measure_arm(
+        backend="sqlite", clients=2, trials=4, admin_url="unused for SQLite", epoch_seconds=0.001, heartbeat=0, folder=tmp_path
+    )
     assert arm["ok"] is False and arm["trials_per_second"] is None and "heartbeat" in arm["failed_to_start"]
 
 
@@ -168,7 +186,9 @@ def test_db_ceiling_trial_stand_in_describes_an_mnist_mlp():
 
 @pytest.mark.slow
 def test_db_ceiling_clients_finish_exactly_n_trials_on_sqlite(tmp_path):
-    arm = measure_arm(backend="sqlite", clients=2, trials=6, admin_url="unused for SQLite", epoch_seconds=0.001, heartbeat=1, folder=tmp_path)
+    arm = measure_arm(
+        backend="sqlite", clients=2, trials=6, admin_url="unused for SQLite", epoch_seconds=0.001, heartbeat=1, folder=tmp_path
+    )
     assert arm["exit_codes"] == [0, 0], arm["errors"]
     assert arm["ok"] and arm["audit"]["finished"] == 6 and arm["audit"]["unfinished"] == 0
     assert arm["trials_per_second"] > 0 and arm["lock_hold_ms"]["p50"] > 0 and arm["tell_ms"]["p50"] > 0
@@ -180,7 +200,15 @@ def test_db_ceiling_clients_finish_exactly_n_trials_on_sqlite(tmp_path):
 @pytest.mark.servers
 def test_db_ceiling_clients_on_postgresql_are_counted_on_the_server(servers, tmp_path):
     servers.url("postgresql")  # skips, or fails in CI, without a server
-    arm = measure_arm(backend="postgresql", clients=2, trials=6, admin_url=SERVER_ADMIN_URLS["postgresql"], epoch_seconds=0.001, heartbeat=1, folder=tmp_path)
+    arm = measure_arm(
+        backend="postgresql",
+        clients=2,
+        trials=6,
+        admin_url=SERVER_ADMIN_URLS["postgresql"],
+        epoch_seconds=0.001,
+        heartbeat=1,
+        folder=tmp_path,
+    )
     assert arm["exit_codes"] == [0, 0], arm["errors"]
     assert arm["audit"]["ok"] and arm["audit"]["finished"] == 6
     assert arm["connections"]["server"]["peak"] >= 2  # at least the lock's connection of each client

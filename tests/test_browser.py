@@ -88,7 +88,9 @@ def console_errors(driver) -> list[str]:
 
 def full_page_screenshot(driver, path: Path) -> Path:
     width, height = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}}
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
     return path
 
@@ -161,7 +163,11 @@ def check_report_page(driver, path: Path, screenshot: Path) -> dict:
     console_errors(driver)  # drain what earlier pages logged: only this page's errors count
     driver.get(path.as_uri())
     drawn = "return [...document.querySelectorAll('.plotly-graph-div')].map(d => [d.querySelectorAll('svg.main-svg').length, (d._fullData || []).length])"
-    wait_for(driver, lambda d: len(d.execute_script(drawn)) == expected and all(svgs and traces for svgs, traces in d.execute_script(drawn)), "plotly figures did not render")
+    wait_for(
+        driver,
+        lambda d: len(d.execute_script(drawn)) == expected and all(svgs and traces for svgs, traces in d.execute_script(drawn)),
+        "plotly figures did not render",
+    )
     resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     full_page_screenshot(driver, screenshot)
     return {

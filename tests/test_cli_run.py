@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import math
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +20,19 @@ from tuner.records import epoch_log
 from tuner.search import baseline_params, portfolio_params
 from tuner.studyfile import load_study_file
 
-PARAMS = {"n_layers", "units", "input_dropout", "dropout", "optimizer", "learning_rate", "schedule", "batch_size", "epochs", "l2", "weight_decay"}
+PARAMS = {
+    "n_layers",
+    "units",
+    "input_dropout",
+    "dropout",
+    "optimizer",
+    "learning_rate",
+    "schedule",
+    "batch_size",
+    "epochs",
+    "l2",
+    "weight_decay",
+}
 
 
 def _trials(url, name="tiny"):
@@ -125,7 +137,11 @@ def test_a_diverging_trial_is_pruned_with_its_reason_so_the_sampler_learns_and_t
         (("--trials", "0"), 2, "--trials must be at least 1"),
         (("--study-file", "missing.toml"), 2, "study file not found"),
         (("--data", "/nonexistent/mnist"), 3, "data path not found"),
-        (("--storage", "postgresql+psycopg2://tuner:secret@127.0.0.1:1/none"), 4, "cannot open storage postgresql database 'none' on 127.0.0.1:1"),
+        (
+            ("--storage", "postgresql+psycopg2://tuner:secret@127.0.0.1:1/none"),
+            4,
+            "cannot open storage postgresql database 'none' on 127.0.0.1:1",
+        ),
         (("--storage", "nonsense"), 2, "invalid storage URL"),
     ],
 )
@@ -168,10 +184,26 @@ def test_help_and_studies_do_not_import_tensorflow():
 def test_ctrl_c_marks_the_running_trial_failed_and_exits_with_a_resume_hint(tmp_path, tiny_study_file):
     url = f"sqlite:///{tmp_path / 'interrupt.db'}"
     slow = tmp_path / "slow.toml"
-    slow.write_text(TINY_STUDY.replace("epochs = { low = 2, high = 3 }", "epochs = 200").replace("[training]\npatience = 2", "[training]\npatience = 0"))
+    slow.write_text(
+        TINY_STUDY.replace("epochs = { low = 2, high = 3 }", "epochs = 200").replace("[training]\npatience = 2", "[training]\npatience = 0")
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "run", "--trials", "5", "--study-file", str(slow), "--storage", url, "--data", str(MNIST_SMALL), "-q"],
+        [
+            sys.executable,
+            "-m",
+            "tuner",
+            "run",
+            "--trials",
+            "5",
+            "--study-file",
+            str(slow),
+            "--storage",
+            url,
+            "--data",
+            str(MNIST_SMALL),
+            "-q",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

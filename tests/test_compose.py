@@ -77,9 +77,14 @@ def test_compose_file_matches_the_compose_spec():
     assert list(validator.iter_errors(broken))  # the schema really is applied
 
 
-@pytest.mark.skipif(subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0 if shutil.which("docker") else True, reason="no docker compose plugin")
+@pytest.mark.skipif(
+    subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0 if shutil.which("docker") else True,
+    reason="no docker compose plugin",
+)
 def test_docker_compose_config_accepts_the_file():
-    result = subprocess.run(["docker", "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["docker", "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 

@@ -26,13 +26,20 @@ def test_seeds_are_bounded_to_what_numpy_accepts(cli, tiny_study_file, sqlite_ur
     assert resolve_run_config(study_file=tiny_study_file, seed=2**32 - 101).seed == 2**32 - 101
     with pytest.raises(ConfigError, match="sampler.seed: must be between 0 and 4294967295"):
         parse_study({"sampler": {"seed": 2**40}})
-    result = invoke(cli, "run", "--trials", 1, "--seed", 2**40, "--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL)
+    result = invoke(
+        cli, "run", "--trials", 1, "--seed", 2**40, "--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL
+    )
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "--seed must be between" in result.stderr
     assert not (tmp_path / "study.db").exists()  # refused before a trial could be left RUNNING
 
 
 def _mnist_arrays() -> dict[str, np.ndarray]:
-    names = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte", "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+    names = {
+        "x_train": "train-images-idx3-ubyte",
+        "y_train": "train-labels-idx1-ubyte",
+        "x_test": "t10k-images-idx3-ubyte",
+        "y_test": "t10k-labels-idx1-ubyte",
+    }
     return {key: read_idx(MNIST_SMALL / f"{stem}.gz") for key, stem in names.items()}
 
 
@@ -41,7 +48,9 @@ def test_a_label_that_leaves_classes_empty_is_refused_unless_the_study_sets_clas
     arrays["y_train"] = arrays["y_train"].copy()
     arrays["y_train"][7] = 42  # one corrupt label among 0-9
     np.savez(tmp_path / "corrupt.npz", **arrays)
-    load = lambda **options: load_tuning_data(dataset="mnist", data_path=str(tmp_path / "corrupt.npz"), validation_fraction=0.1, split_seed=0, options=DataOptions(**options))
+    load = lambda **options: load_tuning_data(
+        dataset="mnist", data_path=str(tmp_path / "corrupt.npz"), validation_fraction=0.1, split_seed=0, options=DataOptions(**options)
+    )
     with pytest.raises(DataError, match=r"label 42 \(1 samples\) leaves 32 classes without a training sample"):
         load()
     assert load(classes=43).n_classes == 43

@@ -102,8 +102,13 @@ def test_the_dashboard_shows_tuner_s_validation_accuracy_curves(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="curves", storage=url)
     for number in range(3):
-        log = [EpochRecord(epoch=e, time=1_700_000_000.0 + 10 * e + number, val_loss=1.0 / e, val_accuracy=0.9 + 0.01 * e).to_dict() for e in (1, 2, 3)]
-        study.add_trial(optuna.trial.create_trial(value=1.0 / 3, intermediate_values={1: 1.0, 2: 0.5, 3: 1.0 / 3}, user_attrs={EPOCH_LOG_ATTR: log}))
+        log = [
+            EpochRecord(epoch=e, time=1_700_000_000.0 + 10 * e + number, val_loss=1.0 / e, val_accuracy=0.9 + 0.01 * e).to_dict()
+            for e in (1, 2, 3)
+        ]
+        study.add_trial(
+            optuna.trial.create_trial(value=1.0 / 3, intermediate_values={1: 1.0, 2: 0.5, 3: 1.0 / 3}, user_attrs={EPOCH_LOG_ATTR: log})
+        )
     dashboard = prepare_dashboard(storage_url=url, port=0)
     server = threading.Thread(target=dashboard.serve_forever, daemon=True)
     server.start()

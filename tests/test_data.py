@@ -20,7 +20,7 @@ def _load(path, fraction=0.1, seed=0):
 def test_idx_fixture_loads_scaled_flat_and_split(mnist_small):
     data = _load(mnist_small)
     assert data.x_train.shape == (2160, 784) and data.x_val.shape == (240, 784)
-    assert data.x_train.dtype == np.float32 and 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    assert data.x_train.dtype == np.float32 and data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
     assert data.n_classes == 10 and set(np.unique(data.y_train)) == set(range(10))
     assert data.checksum.startswith("sha256:")
     assert not data.x_train.flags.writeable  # shared by every trial: nobody may modify it
@@ -29,7 +29,9 @@ def test_idx_fixture_loads_scaled_flat_and_split(mnist_small):
 def test_split_is_fixed_by_seed_and_disjoint(mnist_small):
     first, again, other = _load(mnist_small, seed=3), _load(mnist_small, seed=3), _load(mnist_small, seed=4)
     assert first is again  # loaded once per process
-    assert np.array_equal(first.x_val, load_tuning_data(dataset="mnist", data_path=str(mnist_small), validation_fraction=0.1, split_seed=3).x_val)
+    assert np.array_equal(
+        first.x_val, load_tuning_data(dataset="mnist", data_path=str(mnist_small), validation_fraction=0.1, split_seed=3).x_val
+    )
     assert not np.array_equal(first.x_val, other.x_val)
     train_rows = {row.tobytes() for row in first.x_train}
     assert sum(row.tobytes() in train_rows for row in first.x_val) <= 2  # MNIST has a few duplicate images

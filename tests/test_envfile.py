@@ -29,7 +29,9 @@ def _error(result) -> str:
 
 def test_dotenv_storage_with_interpolation_is_used(cli, workdir):
     optuna.create_study(study_name="from-dotenv", storage=f"sqlite:///{workdir / 'dotenv.db'}")
-    (workdir / ".env").write_text(f"# the stack's settings, reused\nDB_FILE={workdir / 'dotenv.db'}\nTUNER_STORAGE=sqlite:///${{DB_FILE}}\n")
+    (workdir / ".env").write_text(
+        f"# the stack's settings, reused\nDB_FILE={workdir / 'dotenv.db'}\nTUNER_STORAGE=sqlite:///${{DB_FILE}}\n"
+    )
     result = invoke(cli, "studies")
     assert result.exit_code == 0, result.output
     assert "from-dotenv" in result.stdout and str(workdir / "dotenv.db") in result.stdout
@@ -66,7 +68,9 @@ def test_the_compose_example_works_as_a_dotenv_file(cli, workdir):
 
 def test_secret_from_dotenv_is_never_printed(cli, workdir):
     pytest.importorskip("psycopg2")
-    (workdir / ".env").write_text("POSTGRES_PASSWORD=dotenv-s3cret\nTUNER_STORAGE=postgresql+psycopg2://tuner:${POSTGRES_PASSWORD}@127.0.0.1:9/tuner\n")
+    (workdir / ".env").write_text(
+        "POSTGRES_PASSWORD=dotenv-s3cret\nTUNER_STORAGE=postgresql+psycopg2://tuner:${POSTGRES_PASSWORD}@127.0.0.1:9/tuner\n"
+    )
     result = invoke(cli, "studies")
     assert result.exit_code == 4 and "cannot open storage postgresql database 'tuner' on 127.0.0.1:9" in _error(result)
     assert "dotenv-s3cret" not in result.output

@@ -49,7 +49,9 @@ def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     assert meta["training"]["refit_full"] is True and meta["training"]["n_samples"] == 2400
     assert meta["training"]["seed"] == best.user_attrs["seed"] == study.user_attrs["tuner"]["seed"] + best.number
 
-    final = load_final_data(dataset="mnist", data_path=str(MNIST_SMALL), validation_fraction=study.user_attrs["tuner"]["validation_fraction"], split_seed=0)
+    final = load_final_data(
+        dataset="mnist", data_path=str(MNIST_SMALL), validation_fraction=study.user_attrs["tuner"]["validation_fraction"], split_seed=0
+    )
     assert meta["data"]["checksum"] == final.tuning.checksum
     test = meta["test"]
     confusion = np.array(test["confusion_matrix"])
@@ -111,7 +113,11 @@ def test_rerun_needs_force_and_failed_writes_keep_the_old_export(cli, study_copy
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     monkeypatch.undo()
 
-    other = next(t.number for t in _study(url, name).trials if t.state == TrialState.COMPLETE and t.number != json.loads(before["model.json"])["trial_number"])
+    other = next(
+        t.number
+        for t in _study(url, name).trials
+        if t.state == TrialState.COMPLETE and t.number != json.loads(before["model.json"])["trial_number"]
+    )
     result = invoke(cli, "export-best", "--storage", url, "--out", out, "--force", "--trial", other, "--quiet")
     assert result.exit_code == 0, result.output
     assert "replaced" in result.stdout and json.loads((out / "model.json").read_text())["trial_number"] == other
@@ -131,7 +137,9 @@ def test_storage_problems_each_get_one_line(cli, study_copy, tmp_path):
 
 def test_unreachable_server_is_one_line_without_the_password(cli):
     pytest.importorskip("psycopg2")
-    line = one_error_line(invoke(cli, "export-best", "--storage", "postgresql+psycopg2://tuner:s3cret@127.0.0.1:9/tuner"), 4, "cannot open storage")
+    line = one_error_line(
+        invoke(cli, "export-best", "--storage", "postgresql+psycopg2://tuner:s3cret@127.0.0.1:9/tuner"), 4, "cannot open storage"
+    )
     assert "s3cret" not in line
 
 
@@ -159,7 +167,9 @@ def test_output_paths_that_must_not_be_touched(cli, study_copy, tmp_path):
 
 def test_missing_data_is_reported_before_training(cli, study_copy, tmp_path):
     url, _ = study_copy
-    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", tmp_path / "x", "--data", tmp_path / "no-such-data"), 3, "data path not found")
+    one_error_line(
+        invoke(cli, "export-best", "--storage", url, "--out", tmp_path / "x", "--data", tmp_path / "no-such-data"), 3, "data path not found"
+    )
     assert not (tmp_path / "x").exists()
 
 

@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke, one_error_line
+from tests.conftest import MNIST_SMALL, invoke, one_error_line
 from tuner.runner import Tally
 
 REQUIRED = os.environ.get("TUNER_REQUIRE_SERVERS") == "1"  # CI: a fault that cannot be injected fails, not skips
@@ -94,7 +94,9 @@ def test_postgresql_restart_mid_run(servers, tmp_path, fast_study_file, unique_n
         _wait_for(lambda: Tally.of(_trials(url, unique_name)).finished >= 3, process, "3 trials did not finish")
         before = {t.number: (t.state, t.value) for t in _trials(url, unique_name) if t.state.is_finished()}
         try:
-            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"], check=True, timeout=120, capture_output=True)
+            subprocess.run(
+                ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"], check=True, timeout=120, capture_output=True
+            )
         finally:  # whatever happened, leave the server running for the tests after this one
             for _ in range(120):
                 if _pg_ready(server):
@@ -225,7 +227,9 @@ def test_full_and_read_only_disks_keep_the_previous_export_and_report(cli, train
     # Full: room for half an export more, so the second copy (written beside the first) cannot fit.
     used = shutil.disk_usage(mount).used
     remount(f"size={used + sum(map(len, exported.values())) // 2}")
-    one_error_line(invoke(cli, "export-best", "--storage", url, "--out", model, "--force", "--quiet"), 5, "No space left on device", "unchanged")
+    one_error_line(
+        invoke(cli, "export-best", "--storage", url, "--out", model, "--force", "--quiet"), 5, "No space left on device", "unchanged"
+    )
     one_error_line(invoke(cli, "report", "--storage", url, "--out", report), 2, "No space left on device")
     assert _snapshot(model) == exported and report.read_bytes() == reported
     assert sorted(p.name for p in mount.iterdir()) == ["model", "report.html"]  # no half-written staging left behind

@@ -4,17 +4,15 @@ as one line, never a traceback, a hang or a partial write. The counts (max_examp
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import struct
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tests.conftest import MNIST_SMALL, invoke
+from tests.conftest import invoke
 from tuner.data import load_tuning_data, read_idx
 from tuner.errors import ConfigError, DataError, StorageError, TunerError
 from tuner.storage import open_storage
@@ -23,7 +21,23 @@ from tuner.studyfile import PARAMETERS, StudySpec, load_study_file, parse_study
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 FUZZ_SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
-KNOWN_KEYS = ["study", "data", "sampler", "pruner", "training", "space", "name", "kind", "seed", "low", "high", "log", "step", "choices", *PARAMETERS]
+KNOWN_KEYS = [
+    "study",
+    "data",
+    "sampler",
+    "pruner",
+    "training",
+    "space",
+    "name",
+    "kind",
+    "seed",
+    "low",
+    "high",
+    "log",
+    "step",
+    "choices",
+    *PARAMETERS,
+]
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -33,7 +47,9 @@ scalars = st.one_of(
     st.sampled_from(["adam", "sgd", "tpe", "median", "mnist", "", "é", "\u202e", "x" * 300]),
 )
 keys = st.one_of(st.sampled_from(KNOWN_KEYS), st.text(max_size=12))
-documents = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=6)), max_leaves=25)
+documents = st.recursive(
+    scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=6)), max_leaves=25
+)
 
 
 def _one_clean_line(error: TunerError) -> None:
@@ -53,7 +69,19 @@ def test_random_study_documents_validate_or_fail_with_a_config_error(document):
 
 
 @FUZZ
-@given(st.fixed_dictionaries({}, optional={name: st.one_of(scalars, st.fixed_dictionaries({"low": scalars, "high": scalars}, optional={"log": scalars, "step": scalars}), st.fixed_dictionaries({"choices": st.lists(scalars, max_size=4)})) for name in PARAMETERS}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            name: st.one_of(
+                scalars,
+                st.fixed_dictionaries({"low": scalars, "high": scalars}, optional={"log": scalars, "step": scalars}),
+                st.fixed_dictionaries({"choices": st.lists(scalars, max_size=4)}),
+            )
+            for name in PARAMETERS
+        },
+    )
+)
 def test_random_search_spaces_validate_or_fail_with_a_config_error(space):
     try:
         spec = parse_study({"space": space})
@@ -78,7 +106,9 @@ def test_random_study_file_bytes(tmp_path_factory, raw):
         _one_clean_line(error)
 
 
-schemes = st.sampled_from(["sqlite", "postgresql", "postgresql+psycopg2", "mysql+pymysql", "mariadb+pymysql", "oracle", "nosuch", "http", "sqlite+nosuchdriver"])
+schemes = st.sampled_from(
+    ["sqlite", "postgresql", "postgresql+psycopg2", "mysql+pymysql", "mariadb+pymysql", "oracle", "nosuch", "http", "sqlite+nosuchdriver"]
+)
 url_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
 
 
@@ -90,10 +120,16 @@ url_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_siz
     database=url_text,
     junk=st.one_of(st.just(""), url_text),
 )
-def test_random_storage_urls_fail_cleanly_and_never_show_the_password(tmp_path_factory, monkeypatch, scheme, password, port, database, junk):
+def test_random_storage_urls_fail_cleanly_and_never_show_the_password(
+    tmp_path_factory, monkeypatch, scheme, password, port, database, junk
+):
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     # Ports below 1024 on loopback are closed here, so network URLs fail fast without leaving the machine.
-    url = f"{scheme}://user:{password}@127.0.0.1:{port}/{database}{junk}" if scheme != "sqlite" else f"sqlite:///nonexistent-dir/{database}{junk}/x.db"
+    url = (
+        f"{scheme}://user:{password}@127.0.0.1:{port}/{database}{junk}"
+        if scheme != "sqlite"
+        else f"sqlite:///nonexistent-dir/{database}{junk}/x.db"
+    )
     try:
         open_storage(url, must_exist=scheme == "sqlite", heartbeat_interval=None)
     except (ConfigError, StorageError) as error:
@@ -155,12 +191,17 @@ def test_random_npz_archives(tmp_path_factory, x, y, drop):
 
 option_values = st.one_of(
     st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40),  # argv cannot hold NUL
-    st.sampled_from(["0", "-1", "1e309", "nan", "inf", "-inf", "3.5", "99999999999999999999", "", " ", "a b", "../../etc", "x" * 400, "'\"", "é/ü"]),
+    st.sampled_from(
+        ["0", "-1", "1e309", "nan", "inf", "-inf", "3.5", "99999999999999999999", "", " ", "a b", "../../etc", "x" * 400, "'\"", "é/ü"]
+    ),
 )
 
 
 @FUZZ_SLOW
-@given(option=st.sampled_from(["--trials", "--timeout", "--study", "--seed", "--threads", "--storage", "--study-file", "--data"]), value=option_values)
+@given(
+    option=st.sampled_from(["--trials", "--timeout", "--study", "--seed", "--threads", "--storage", "--study-file", "--data"]),
+    value=option_values,
+)
 def test_random_cli_option_values(tmp_path_factory, monkeypatch, option, value):
     directory = tmp_path_factory.mktemp("cli")
     monkeypatch.chdir(directory)

@@ -106,13 +106,17 @@ def pictures(draw) -> tuple[Image.Image, str]:
     pixels = np.asarray(gray, dtype=np.float64) + rng.normal(0, draw(st.sampled_from([0.0, 5.0, 60.0])), (height, width))
     gray = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     if mode == "I;16":
-        picture = Image.fromarray((np.asarray(gray).astype(np.uint16) * 257))
+        picture = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)
     elif mode == "I":
         picture = Image.fromarray(np.asarray(gray).astype(np.int32) * draw(st.sampled_from([1, 257])), mode="I")
     elif mode == "F":
         picture = Image.fromarray(np.asarray(gray).astype(np.float32) / draw(st.sampled_from([1.0, 255.0])))
     elif mode in ("LA", "RGBA"):
-        alpha = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)) if draw(st.booleans()) else Image.new("L", gray.size, 255)
+        alpha = (
+            Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8))
+            if draw(st.booleans())
+            else Image.new("L", gray.size, 255)
+        )
         picture = gray.convert(mode)
         picture.putalpha(alpha)
     else:
@@ -159,7 +163,18 @@ def test_corrupted_pictures(tmp_path_factory, drawn, damage):
     _image_or_clean_error(path)
 
 
-MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"GIF87a", b"BM", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBP", b"\x93NUMPY"]
+MAGIC = [
+    b"",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF89a",
+    b"GIF87a",
+    b"BM",
+    b"\xff\xd8\xff",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF\x00\x00\x00\x00WEBP",
+    b"\x93NUMPY",
+]
 
 
 @FUZZ
@@ -200,7 +215,12 @@ gif_side = st.one_of(st.integers(0, 64), st.integers(0, 65_535), st.sampled_from
 
 
 @FUZZ
-@given(screen=st.tuples(gif_side, gif_side), frame=st.tuples(gif_side, gif_side, gif_side, gif_side), code_size=st.integers(0, 12), body=st.binary(max_size=100))
+@given(
+    screen=st.tuples(gif_side, gif_side),
+    frame=st.tuples(gif_side, gif_side, gif_side, gif_side),
+    code_size=st.integers(0, 12),
+    body=st.binary(max_size=100),
+)
 def test_gif_headers_with_any_dimensions(tmp_path_factory, screen, frame, code_size, body):
     """A logical screen and one frame of any size, with random LZW data."""
     blocks = b"".join(bytes([len(body[i : i + 255])]) + body[i : i + 255] for i in range(0, len(body), 255)) + b"\x00"
@@ -217,15 +237,18 @@ def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     rows = (b"\x00" + bytes(width)) * height
     bomb = tmp_path / "bomb.png"
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows, 9)) + _png_chunk(b"IEND", b""))
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows, 9)) + _png_chunk(b"IEND", b"")
+    )
     assert bomb.stat().st_size < 200_000
     claim = tmp_path / "claim.png"
     header = struct.pack(">IIBBBBB", 65_535, 65_535, 8, 6, 0, 0, 0)
-    claim.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"")) + _png_chunk(b"IEND", b""))
+    claim.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"")) + _png_chunk(b"IEND", b"")
+    )
     for path in (bomb, claim):
-        with pytest.raises(InputImageError, match="too large") as caught:
-            with _no_hang(10):
-                load_inputs(path)
+        with pytest.raises(InputImageError, match="too large") as caught, _no_hang(10):
+            load_inputs(path)
         _one_clean_line(caught.value)
 
 
@@ -290,7 +313,10 @@ def test_sixteen_bit_and_float_pictures_match_their_eight_bit_version(tmp_path_f
 
 
 def test_float_pictures_with_nan_or_out_of_range_values(tmp_path):
-    for name, values in (("nan.tiff", np.full((20, 20), np.nan, dtype=np.float32)), ("negative.tiff", np.full((20, 20), -5.0, dtype=np.float32))):
+    for name, values in (
+        ("nan.tiff", np.full((20, 20), np.nan, dtype=np.float32)),
+        ("negative.tiff", np.full((20, 20), -5.0, dtype=np.float32)),
+    ):
         path = _save(tmp_path, name, Image.fromarray(values))
         with pytest.raises(InputImageError) as caught:
             read_image(path)
@@ -299,7 +325,9 @@ def test_float_pictures_with_nan_or_out_of_range_values(tmp_path):
 
 
 @FUZZ
-@given(index=st.integers(0, len(DIGITS) - 1), ink=st.just((0, 0, 0)) | st.tuples(st.integers(0, 90), st.integers(0, 90), st.integers(0, 200)))
+@given(
+    index=st.integers(0, len(DIGITS) - 1), ink=st.just((0, 0, 0)) | st.tuples(st.integers(0, 90), st.integers(0, 90), st.integers(0, 200))
+)
 def test_rgba_drawn_on_transparency_matches_the_same_drawing_on_white(tmp_path_factory, index, ink):
     tmp = tmp_path_factory.mktemp("rgba")
     gray = _digit_gray(index)
@@ -315,7 +343,11 @@ def test_rgba_drawn_on_transparency_matches_the_same_drawing_on_white(tmp_path_f
 
 
 @FUZZ
-@given(first=st.integers(0, len(DIGITS) - 1), others=st.lists(st.integers(0, len(DIGITS) - 1), min_size=1, max_size=4), durations=st.integers(10, 500))
+@given(
+    first=st.integers(0, len(DIGITS) - 1),
+    others=st.lists(st.integers(0, len(DIGITS) - 1), min_size=1, max_size=4),
+    durations=st.integers(10, 500),
+)
 def test_animated_gif_reads_its_first_frame(tmp_path_factory, first, others, durations):
     tmp = tmp_path_factory.mktemp("gif")
     # Black and white only: GIF's palette keeps them exactly, so the first frame alone is the same picture.
@@ -339,7 +371,18 @@ def tiny_model(tmp_path_factory) -> Path:
     inputs = keras.Input((28 * 28,))
     keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(inputs)).save(path)
     digits = ModelInput(kind="mnist", input_dim=784, n_classes=10, class_names=tuple(str(i) for i in range(10)))
-    ExportMetadata(study_name="fuzz", storage="", trial_number=0, selected="best", params={}, trial={}, test={}, training={}, data={}, model_input=digits).write(path.parent / "model.json")
+    ExportMetadata(
+        study_name="fuzz",
+        storage="",
+        trial_number=0,
+        selected="best",
+        params={},
+        trial={},
+        test={},
+        training={},
+        data={},
+        model_input=digits,
+    ).write(path.parent / "model.json")
     return path
 
 
@@ -393,7 +436,30 @@ def test_predict_cli_on_fuzzed_files(tmp_path_factory, tiny_model, files):
 option_values = st.one_of(
     st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40),  # argv cannot hold NUL
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
-    st.sampled_from(["0", "-1", "1", "1e309", "nan", "inf", "-inf", "3.5", "", " ", "a b", "../../etc", "/", ".", "x" * 400, "'\"", "é/ü", "--help", "-", "~"]),
+    st.sampled_from(
+        [
+            "0",
+            "-1",
+            "1",
+            "1e309",
+            "nan",
+            "inf",
+            "-inf",
+            "3.5",
+            "",
+            " ",
+            "a b",
+            "../../etc",
+            "/",
+            ".",
+            "x" * 400,
+            "'\"",
+            "é/ü",
+            "--help",
+            "-",
+            "~",
+        ]
+    ),
 )
 
 
@@ -403,7 +469,11 @@ def test_predict_cli_option_values(tmp_path_factory, monkeypatch, tiny_model, op
     directory = tmp_path_factory.mktemp("cli")
     monkeypatch.chdir(directory)
     good = DIGITS[0]
-    args = {"--model": ["--model", value, str(good)], "--top": ["--model", str(tiny_model), "--top", value, str(good)], "FILE": ["--model", str(tiny_model), "--", value]}[option]
+    args = {
+        "--model": ["--model", value, str(good)],
+        "--top": ["--model", str(tiny_model), "--top", value, str(good)],
+        "FILE": ["--model", str(tiny_model), "--", value],
+    }[option]
     with _no_hang():
         result = invoke(CliRunner(), "predict", *args)
     if result.exit_code != 0:
@@ -427,12 +497,18 @@ def _study_state(url: str) -> tuple:
     with sqlite3.connect(f"file:{make_url(url).database}?mode=ro", uri=True) as connection:
         return tuple(
             tuple(connection.execute(query).fetchall())
-            for query in ("SELECT number, state FROM trials ORDER BY number", "SELECT key, value_json FROM study_user_attributes ORDER BY key")
+            for query in (
+                "SELECT number, state FROM trials ORDER BY number",
+                "SELECT key, value_json FROM study_user_attributes ORDER BY key",
+            )
         )
 
 
 @FUZZ_CLI
-@given(option=st.sampled_from(["--study", "--trial", "--out", "--data", "--max-params", "--max-latency-ms", "--threads", "--storage"]), value=option_values)
+@given(
+    option=st.sampled_from(["--study", "--trial", "--out", "--data", "--max-params", "--max-latency-ms", "--threads", "--storage"]),
+    value=option_values,
+)
 def test_export_best_option_values(tmp_path_factory, monkeypatch, study_copy, option, value):
     """Every case stops before training (the data path is missing, or the value is bad), and writes nothing."""
     url, _ = study_copy
@@ -519,7 +595,12 @@ def test_dashboard_binds_any_host_and_port_or_fails_with_one_line(study_copy, ho
 
 
 @FUZZ_CLI
-@given(option=st.sampled_from(["--workers", "--heartbeat", "--grace-period", "--reconnect-timeout", "--warm-start-from", "--warm-start-storage", "--top"]), value=option_values)
+@given(
+    option=st.sampled_from(
+        ["--workers", "--heartbeat", "--grace-period", "--reconnect-timeout", "--warm-start-from", "--warm-start-storage", "--top"]
+    ),
+    value=option_values,
+)
 def test_run_option_values_not_covered_by_test_fuzz(tmp_path_factory, monkeypatch, option, value):
     directory = tmp_path_factory.mktemp("cli")
     monkeypatch.chdir(directory)

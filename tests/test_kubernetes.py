@@ -40,7 +40,11 @@ KUSTOMIZATIONS = ("base", "overlays/gpu", "overlays/external-db")
 STANDALONE = (DEPLOY / "tools" / "models-reader.yaml",)  # applied with -f, not part of a kustomization
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 # Each tuner pod's container and the compose service whose command and settings it must share.
-COMPOSE_COUNTERPART = {("Job", "tuner-workers"): "worker", ("Deployment", "tuner-dashboard"): "dashboard", ("Job", "tuner-export"): "export"}
+COMPOSE_COUNTERPART = {
+    ("Job", "tuner-workers"): "worker",
+    ("Deployment", "tuner-dashboard"): "dashboard",
+    ("Job", "tuner-export"): "export",
+}
 REQUIRED = os.environ.get("TUNER_REQUIRE_SERVERS") == "1"
 
 
@@ -243,7 +247,10 @@ def test_tensorflow_threads_follow_the_cpu_request(kubectl, tmp_path, kustomizat
 
 def test_topology_of_the_base(kubectl, tmp_path):
     objects = render(kubectl, tmp_path, "base")
-    kinds = sorted((o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["kind"] in ("Secret", "ConfigMap") else o["metadata"]["name"]) for o in objects)
+    kinds = sorted(
+        (o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["kind"] in ("Secret", "ConfigMap") else o["metadata"]["name"])
+        for o in objects
+    )
     assert kinds == sorted(
         [
             ("ConfigMap", "tuner-settings"),
@@ -279,7 +286,9 @@ def test_topology_of_the_base(kubectl, tmp_path):
     for workload, template in pod_templates(objects):
         if any("TUNER_STORAGE" in container_environment(objects, template, c) for c in template["spec"]["containers"]):
             labels = template["metadata"]["labels"]
-            assert any(selector.items() <= labels.items() for selector in allowed), f"{workload['metadata']['name']} cannot reach the database"
+            assert any(selector.items() <= labels.items() for selector in allowed), (
+                f"{workload['metadata']['name']} cannot reach the database"
+            )
 
     # The workers: a work-queue Job whose failed pods are replaced.
     workers = find(objects, "Job", "tuner-workers")["spec"]
@@ -338,7 +347,11 @@ def test_pods_share_the_compose_stacks_commands_and_settings(kubectl, tmp_path, 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_no_secret_in_any_manifest(kubectl, tmp_path, kustomization):
     password = f"pw-{secrets.token_hex(8)}"
-    example = {"base": "base/database.env.example", "overlays/gpu": "base/database.env.example", "overlays/external-db": "overlays/external-db/database.env.example"}[kustomization]
+    example = {
+        "base": "base/database.env.example",
+        "overlays/gpu": "base/database.env.example",
+        "overlays/external-db": "overlays/external-db/database.env.example",
+    }[kustomization]
     env_file = example.removesuffix(".example")
     text = (DEPLOY / example).read_text().replace("POSTGRES_PASSWORD=change-me", f"POSTGRES_PASSWORD={password}")
     assert password in text
@@ -354,9 +367,9 @@ def test_no_secret_in_any_manifest(kubectl, tmp_path, kustomization):
                     assert "secretKeyRef" in variable.get("valueFrom", {}), f"{workload['metadata']['name']}: {variable['name']}"
                 literal = _REFERENCE.sub("", variable.get("value", ""))
                 assert not re.search(r":[^/@]+@", literal), f"{variable['name']} holds a password literal"
-            assert any(
-                password in value for value in container_environment(objects, template, container).values()
-            ) == any("secretRef" in source for source in container.get("envFrom", [])), f"{workload['metadata']['name']}/{container['name']}"
+            assert any(password in value for value in container_environment(objects, template, container).values()) == any(
+                "secretRef" in source for source in container.get("envFrom", [])
+            ), f"{workload['metadata']['name']}/{container['name']}"
     committed = [path for path in DEPLOY.rglob("*") if path.is_file() and path.name != "database.env"]  # database.env: ignored, below
     assert len(committed) >= 10
     for path in committed:
@@ -390,7 +403,9 @@ def test_gpu_overlay_gives_each_worker_pod_one_gpu_and_nothing_else(kubectl, tmp
 
 def test_external_database_overlay_has_no_database_of_its_own(kubectl, tmp_path):
     objects = render(kubectl, tmp_path, "overlays/external-db")
-    assert not [o for o in objects if o["kind"] in {"StatefulSet", "NetworkPolicy", "PersistentVolumeClaim"} and "postgres" in o["metadata"]["name"]]
+    assert not [
+        o for o in objects if o["kind"] in {"StatefulSet", "NetworkPolicy", "PersistentVolumeClaim"} and "postgres" in o["metadata"]["name"]
+    ]
     assert [o["metadata"]["name"] for o in objects if o["kind"] == "Service"] == ["tuner-dashboard"]
     external = read_env_file(DEPLOY / "overlays" / "external-db" / "database.env.example")
     for kind, name in COMPOSE_COUNTERPART:
@@ -410,7 +425,12 @@ def _local_stack(kubectl: str, folder: Path, server, *, name: str, study_file: P
         f"POSTGRES_HOST={server.host}\nPOSTGRES_PORT={server.port or 5432}\n"
     )
     settings = (DEPLOY / "app" / "settings.env").read_text()
-    for key, value in {"TUNER_TRIALS": "4", "TUNER_STUDY": name, "TUNER_STUDY_FILE": str(study_file), "TUNER_DATA": str(MNIST_SMALL)}.items():
+    for key, value in {
+        "TUNER_TRIALS": "4",
+        "TUNER_STUDY": name,
+        "TUNER_STUDY_FILE": str(study_file),
+        "TUNER_DATA": str(MNIST_SMALL),
+    }.items():
         settings, count = re.subn(rf"(?m)^{key}=.*$", lambda _: f"{key}={value}", settings)
         assert count == 1, key
     return render(kubectl, folder, "base", {"base/database.env": database, "app/settings.env": settings})
@@ -422,7 +442,9 @@ def _run_pod_process(objects, template, extra: dict[str, str] | None = None, **p
     program, *args = container["command"]
     assert program == "tuner"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **container_environment(objects, template, container), **(extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "tuner", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
 
 
 @pytest.mark.slow
@@ -487,7 +509,9 @@ def test_wait_for_database_init_container_waits_for_the_server(kubectl, servers,
             template = find(objects, kind, name)["spec"]["template"]
             (init,) = template["spec"]["initContainers"]
             env = {"PATH": os.environ["PATH"], **container_environment(objects, template, init)}
-            process = subprocess.Popen(init["command"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            process = subprocess.Popen(
+                init["command"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            )
             try:
                 out, _ = process.communicate(timeout=3 if should_wait else 30)
                 assert not should_wait and process.returncode == 0, out

@@ -14,7 +14,14 @@ TRAINING = TrainingSpec()
 
 def _build(params, n_samples=1000):
     # Parameters a test leaves out train as before they existed: no input dropout or weight decay, a constant rate.
-    return build_model(optuna.trial.FixedTrial({**LEGACY_PARAMS, **params}), OPEN_SPACE, input_dim=784, n_classes=10, n_samples=n_samples, training=TRAINING)
+    return build_model(
+        optuna.trial.FixedTrial({**LEGACY_PARAMS, **params}),
+        OPEN_SPACE,
+        input_dim=784,
+        n_classes=10,
+        n_samples=n_samples,
+        training=TRAINING,
+    )
 
 
 def test_softmax_regression_has_no_hidden_layer():
@@ -25,7 +32,18 @@ def test_softmax_regression_has_no_hidden_layer():
 
 
 def test_two_hidden_layers_with_dropout_and_adam():
-    model, params = _build({"n_layers": 2, "units": 128, "dropout": 0.3, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 128, "epochs": 5, "l2": 1e-5})
+    model, params = _build(
+        {
+            "n_layers": 2,
+            "units": 128,
+            "dropout": 0.3,
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "batch_size": 128,
+            "epochs": 5,
+            "l2": 1e-5,
+        }
+    )
     assert model.count_params() == (784 * 128 + 128) + (128 * 128 + 128) + (128 * 10 + 10)
     names = [layer.name for layer in model.layers]
     assert names.count("dropout_1") == 1 and "hidden_2" in names
@@ -35,7 +53,18 @@ def test_two_hidden_layers_with_dropout_and_adam():
 
 
 def test_momentum_optimizer_is_nesterov_sgd():
-    model, _ = _build({"n_layers": 1, "units": 32, "dropout": 0.0, "optimizer": "sgd_momentum", "learning_rate": 0.01, "batch_size": 64, "epochs": 5, "l2": 1e-8})
+    model, _ = _build(
+        {
+            "n_layers": 1,
+            "units": 32,
+            "dropout": 0.0,
+            "optimizer": "sgd_momentum",
+            "learning_rate": 0.01,
+            "batch_size": 64,
+            "epochs": 5,
+            "l2": 1e-8,
+        }
+    )
     assert model.optimizer.__class__.__name__ == "SGD" and model.optimizer.nesterov
     assert float(model.optimizer.momentum) == pytest.approx(0.9)
 
@@ -46,7 +75,19 @@ def test_fixed_parameters_are_recorded_so_trials_are_complete():
     trial = study.ask()
     params = suggest_hyperparameters(trial, spec.space)
     assert trial.params["optimizer"] == "rmsprop" == params["optimizer"]
-    assert set(trial.params) == {"n_layers", "units", "input_dropout", "dropout", "optimizer", "learning_rate", "schedule", "batch_size", "epochs", "l2", "weight_decay"}
+    assert set(trial.params) == {
+        "n_layers",
+        "units",
+        "input_dropout",
+        "dropout",
+        "optimizer",
+        "learning_rate",
+        "schedule",
+        "batch_size",
+        "epochs",
+        "l2",
+        "weight_decay",
+    }
 
 
 def test_baselines_fit_the_space():
@@ -55,7 +96,16 @@ def test_baselines_fit_the_space():
     assert len(fitted) == len(BASELINES) == 3
     assert fitted[0]["n_layers"] == 0 and "units" not in fitted[0] and "input_dropout" not in fitted[0]
     # The budget is fixed by the default space (so not enqueued); the least regularisation the space allows.
-    assert fitted[2] == {"n_layers": 2, "units": 128, "dropout": 0.3, "optimizer": "adam", "learning_rate": 0.001, "batch_size": 128, "weight_decay": 1e-6, "input_dropout": 0.0}
+    assert fitted[2] == {
+        "n_layers": 2,
+        "units": 128,
+        "dropout": 0.3,
+        "optimizer": "adam",
+        "learning_rate": 0.001,
+        "batch_size": 128,
+        "weight_decay": 1e-6,
+        "input_dropout": 0.0,
+    }
     adam_only = parse_study({"space": {"optimizer": {"choices": ["adam"]}, "learning_rate": {"low": 0.01, "high": 0.2}}})
     kept = baseline_params(adam_only)
     assert [b["optimizer"] for b in kept] == ["adam"] and kept[0]["learning_rate"] == 0.01  # clipped into range
@@ -70,7 +120,9 @@ def test_portfolio_fits_the_space_and_leaves_what_it_lacks_to_the_sampler():
     assert first["n_layers"] == 2 and first["units"] == 512 and first["optimizer"] == "rmsprop"
     assert first["weight_decay"] == 1e-6  # 0 clipped to the log range's low end
     assert "epochs" not in first and "schedule" not in first  # fixed by the space: the study's values apply
-    adam_only = parse_study({"space": {"optimizer": {"choices": ["adam", "sgd"]}, "units": {"low": 16, "high": 256}, "epochs": {"low": 2, "high": 9}}})
+    adam_only = parse_study(
+        {"space": {"optimizer": {"choices": ["adam", "sgd"]}, "units": {"low": 16, "high": 256}, "epochs": {"low": 2, "high": 9}}}
+    )
     keras_mlp = dict(portfolio_params(adam_only)[0][1])
     assert "optimizer" not in keras_mlp  # RMSprop is not offered: the sampler chooses
     assert keras_mlp["units"] == 256 and keras_mlp["epochs"] == 9
@@ -86,7 +138,21 @@ def test_cosine_schedule_warms_up_then_anneals_to_zero_at_the_end_of_the_budget(
 
 
 def test_weight_decay_is_decoupled_and_spares_the_biases():
-    model, params = _build({"n_layers": 1, "units": 32, "input_dropout": 0.2, "dropout": 0.1, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 64, "epochs": 3, "l2": 0.0, "weight_decay": 0.01, "schedule": "cosine"})
+    model, params = _build(
+        {
+            "n_layers": 1,
+            "units": 32,
+            "input_dropout": 0.2,
+            "dropout": 0.1,
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "batch_size": 64,
+            "epochs": 3,
+            "l2": 0.0,
+            "weight_decay": 0.01,
+            "schedule": "cosine",
+        }
+    )
     assert model.optimizer.__class__.__name__ == "AdamW" and model.optimizer.weight_decay == pytest.approx(0.01)
     assert "input_dropout" in [layer.name for layer in model.layers]
     model.optimizer.build(model.trainable_variables)

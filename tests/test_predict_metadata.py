@@ -132,7 +132,9 @@ def test_image_folder_model_gets_the_training_loaders_rows(folder_model):
 
     classes = read_image_folder_dataset(FOLDERS, DataOptions(image_size=(14, 10)))[4]
     names = sorted(p for p in FOLDERS.rglob("*.png"))
-    loaded = load_final_data(dataset="mnist", data_path=str(FOLDERS), validation_fraction=0.15, split_seed=0, options=DataOptions(image_size=(14, 10)))
+    loaded = load_final_data(
+        dataset="mnist", data_path=str(FOLDERS), validation_fraction=0.15, split_seed=0, options=DataOptions(image_size=(14, 10))
+    )
     training_rows = np.concatenate([loaded.tuning.x_train, loaded.tuning.x_val, loaded.x_test])
     for path in names[::25]:
         row = load_model_inputs(path, model_input=meta).rows
@@ -142,7 +144,10 @@ def test_image_folder_model_gets_the_training_loaders_rows(folder_model):
 
 
 def test_image_folder_model_prints_folder_names(cli, folder_model):
-    pictures = [FOLDERS / "zero" / sorted(p.name for p in (FOLDERS / "zero").iterdir())[0], FOLDERS / "seven" / sorted(p.name for p in (FOLDERS / "seven").iterdir())[0]]
+    pictures = [
+        FOLDERS / "zero" / sorted(p.name for p in (FOLDERS / "zero").iterdir())[0],
+        FOLDERS / "seven" / sorted(p.name for p in (FOLDERS / "seven").iterdir())[0],
+    ]
     result = invoke(cli, "predict", "--model", folder_model, "--json", *pictures)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)

@@ -22,7 +22,15 @@ def _run(cli, url, study_file, *extra):
 
 def _other_data(tmp_path: Path) -> Path:
     """The fixture as an .npz with one training label changed: other data, same shapes."""
-    arrays = {key: read_idx(MNIST_SMALL / f"{stem}.gz") for key, stem in (("x_train", "train-images-idx3-ubyte"), ("y_train", "train-labels-idx1-ubyte"), ("x_test", "t10k-images-idx3-ubyte"), ("y_test", "t10k-labels-idx1-ubyte"))}
+    arrays = {
+        key: read_idx(MNIST_SMALL / f"{stem}.gz")
+        for key, stem in (
+            ("x_train", "train-images-idx3-ubyte"),
+            ("y_train", "train-labels-idx1-ubyte"),
+            ("x_test", "t10k-images-idx3-ubyte"),
+            ("y_test", "t10k-labels-idx1-ubyte"),
+        )
+    }
     arrays["y_train"] = arrays["y_train"].copy()
     arrays["y_train"][0] = (arrays["y_train"][0] + 1) % 10
     path = tmp_path / "other.npz"
@@ -76,11 +84,16 @@ def test_export_uses_the_trials_seed_and_refuses_other_data_unless_allowed(cli, 
     assert _run(cli, sqlite_url, fast_study_file, "--trials", 2, "--data", MNIST_SMALL).exit_code == 0
     study = optuna.load_study(study_name="fast", storage=sqlite_url)
     out = tmp_path / "model"
-    one_error_line(invoke(cli, "export-best", "--storage", sqlite_url, "--out", out, "--data", _other_data(tmp_path), "-q"), 2, "--allow-other-data")
+    one_error_line(
+        invoke(cli, "export-best", "--storage", sqlite_url, "--out", out, "--data", _other_data(tmp_path), "-q"), 2, "--allow-other-data"
+    )
     assert not out.exists()
     result = invoke(cli, "export-best", "--storage", sqlite_url, "--out", out, "--data", _other_data(tmp_path), "--allow-other-data", "-q")
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "model.json").read_text())
-    assert meta["training"]["seed"] == study.trials[meta["trial_number"]].user_attrs["seed"] and meta["training"]["seed_source"] == "the trial's own"
+    assert (
+        meta["training"]["seed"] == study.trials[meta["trial_number"]].user_attrs["seed"]
+        and meta["training"]["seed_source"] == "the trial's own"
+    )
     tuned = study.user_attrs["tuner"]["data_checksum"]
     assert meta["data"]["tuned_checksum"] == tuned and meta["data"]["checksum"] != tuned

@@ -34,7 +34,9 @@ HISTORY_TITLE = "Optimization history (best so far)"
 CURVES_TITLE = "Validation loss per epoch (pruning curves)"
 
 
-def make_study(url: str, *, complete: int = 0, pruned: int = 0, failed: int = 0, running: int = 0, name: str = "synthetic", seed: int = 0) -> optuna.Study:
+def make_study(
+    url: str, *, complete: int = 0, pruned: int = 0, failed: int = 0, running: int = 0, name: str = "synthetic", seed: int = 0
+) -> optuna.Study:
     """A study as ``tuner run`` leaves it, written straight through Optuna (no training needed)."""
     rng = random.Random(seed)
     study = optuna.create_study(study_name=name, storage=url, direction="minimize")
@@ -77,7 +79,11 @@ def confusion(n: int = 10) -> list[list[int]]:
     return [[50 if i == j else (i + j) % 3 for j in range(n)] for i in range(n)]
 
 
-HISTORY = [{"epoch": 1, "loss": 0.9, "accuracy": 0.71}, {"epoch": 2, "loss": 0.5, "accuracy": 0.85}, {"epoch": 3, "loss": 0.4, "accuracy": 0.88}]
+HISTORY = [
+    {"epoch": 1, "loss": 0.9, "accuracy": 0.71},
+    {"epoch": 2, "loss": 0.5, "accuracy": 0.85},
+    {"epoch": 3, "loss": 0.4, "accuracy": 0.88},
+]
 
 
 def test_report_of_a_tuner_run(trained_study, tmp_path):
@@ -205,8 +211,18 @@ def test_final_model_section(tmp_path, layout):
         (None, "default", "model.json is missing", 0.9123),
         ("{not json", "default", "model.json is unreadable", 0.9123),
         ([1, 2, 3], "default", "model.json does not hold a JSON object", 0.9123),
-        ({"confusion_matrix": [[1, 2], [3]], "history": HISTORY}, "default", "Confusion matrix (test set): model.json holds no square numeric", 0.9123),
-        ({"test_accuracy": "high", "confusion_matrix": confusion(), "history": "none"}, "default", "Final model training curves: model.json holds no per-epoch", 0.9123),
+        (
+            {"confusion_matrix": [[1, 2], [3]], "history": HISTORY},
+            "default",
+            "Confusion matrix (test set): model.json holds no square numeric",
+            0.9123,
+        ),
+        (
+            {"test_accuracy": "high", "confusion_matrix": confusion(), "history": "none"},
+            "default",
+            "Final model training curves: model.json holds no per-epoch",
+            0.9123,
+        ),
     ],
     ids=["no-export", "bad-record", "no-model-json", "bad-json", "json-list", "ragged-matrix", "bad-history"],
 )

@@ -69,7 +69,15 @@ def test_sources_start_processes_only_with_argument_lists_and_never_a_shell():
         for call in _calls(path):
             name = _name(call)
             where = f"{path.relative_to(ROOT)}:{call.lineno}"
-            if name in ("os.system", "os.popen", "os.execl", "os.execlp", "os.spawnl", "subprocess.getoutput", "subprocess.getstatusoutput"):
+            if name in (
+                "os.system",
+                "os.popen",
+                "os.execl",
+                "os.execlp",
+                "os.spawnl",
+                "subprocess.getoutput",
+                "subprocess.getstatusoutput",
+            ):
                 problems.append(f"{where}: {name}")
             if any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False) for k in call.keywords):
                 problems.append(f"{where}: shell=")
@@ -78,7 +86,9 @@ def test_sources_start_processes_only_with_argument_lists_and_never_a_shell():
             if name in ("eval", "exec", "compile", "__import__", "pickle.load", "pickle.loads", "marshal.loads", "yaml.load"):
                 problems.append(f"{where}: {name}")
             unsafe = {"allow_pickle": True, "safe_mode": False}  # numpy unpickles, Keras deserializes Lambda code
-            if any(k.arg in unsafe and not (isinstance(k.value, ast.Constant) and k.value.value is not unsafe[k.arg]) for k in call.keywords):
+            if any(
+                k.arg in unsafe and not (isinstance(k.value, ast.Constant) and k.value.value is not unsafe[k.arg]) for k in call.keywords
+            ):
                 problems.append(f"{where}: {name} may load code")
     assert problems == []
 
@@ -127,12 +137,18 @@ def test_study_lock_sends_constant_sql_with_bound_values(servers, backend):
 
     storage = open_storage(servers.url(backend), heartbeat_interval=None)
     sent = []
-    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", lambda conn, cursor, statement, parameters, *rest: sent.append((statement, parameters)))
+    sqlalchemy.event.listen(
+        storage.engine, "before_cursor_execute", lambda conn, cursor, statement, parameters, *rest: sent.append((statement, parameters))
+    )
     name = "x'); DROP TABLE studies; -- \\' OR 1=1"
     with StudyLock(storage, name):
         pass
     lock_statements = {statement for statement, _ in sent if "LOCK" in statement.upper()}
-    assert lock_statements == ({"SELECT pg_advisory_lock(%s)", "SELECT pg_advisory_unlock(%s)"} if backend == "postgresql" else {"SELECT GET_LOCK(%s, 600)", "SELECT RELEASE_LOCK(%s)"})
+    assert lock_statements == (
+        {"SELECT pg_advisory_lock(%s)", "SELECT pg_advisory_unlock(%s)"}
+        if backend == "postgresql"
+        else {"SELECT GET_LOCK(%s, 600)", "SELECT RELEASE_LOCK(%s)"}
+    )
     assert all(len(parameters) == 1 for statement, parameters in sent if statement in lock_statements)
     assert not [statement for statement, _ in sent if "DROP" in statement or name in statement]
     assert "studies" in sqlalchemy.inspect(storage.engine).get_table_names()
@@ -148,9 +164,9 @@ def test_study_file_values_that_look_like_code_are_refused_not_run(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     study = tmp_path / "evil.toml"
     study.write_text(
-        '[study]\nname = "__import__(\'os\').system(\'touch pwned1\')"\n'
-        '[sampler]\nkind = "__import__(\'os\').system(\'touch pwned2\')"\n'
-        '[space]\nunits = { low = "__import__(\'os\').system(\'touch pwned3\')", high = 64 }\n'
+        "[study]\nname = \"__import__('os').system('touch pwned1')\"\n"
+        "[sampler]\nkind = \"__import__('os').system('touch pwned2')\"\n"
+        "[space]\nunits = { low = \"__import__('os').system('touch pwned3')\", high = 64 }\n"
     )
     with pytest.raises(ConfigError):
         load_study_file(study)
@@ -230,7 +246,12 @@ def account(servers):
         connection.exec_driver_sql(f"CREATE DATABASE {quote(role)} OWNER {quote(role)}")
     admin = sqlalchemy.create_engine(server.set(database=role), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
-        yield Account(url=server.set(username=role, password=password, database=role).render_as_string(hide_password=False), password=password, role=role, admin=admin)
+        yield Account(
+            url=server.set(username=role, password=password, database=role).render_as_string(hide_password=False),
+            password=password,
+            role=role,
+            admin=admin,
+        )
     finally:
         admin.dispose()
         with engine.connect() as connection:
@@ -242,7 +263,9 @@ def account(servers):
 def _tuner(*args: str, url: str, cwd: Path, **popen) -> subprocess.Popen:
     # The URL travels in the environment, as the README recommends; it must never come back out.
     env = {**os.environ, "TUNER_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
 
 
 def _finished(url: str, name: str) -> int:
@@ -290,7 +313,22 @@ def interrupted_run(account, tmp_path_factory):
     """`tuner run --workers 2 -v` under a study name full of shell syntax, stopped with Ctrl-C after 3 trials."""
     cwd = tmp_path_factory.mktemp("run")
     (cwd / "fast.toml").write_text(FAST_STUDY)
-    process = _tuner("run", "-v", "--workers", "2", "--trials", "40", "--study", SHELL_NAME, "--study-file", "fast.toml", "--data", str(MNIST_SMALL), url=account.url, cwd=cwd)
+    process = _tuner(
+        "run",
+        "-v",
+        "--workers",
+        "2",
+        "--trials",
+        "40",
+        "--study",
+        SHELL_NAME,
+        "--study-file",
+        "fast.toml",
+        "--data",
+        str(MNIST_SMALL),
+        url=account.url,
+        cwd=cwd,
+    )
     _wait(lambda: _finished(account.url, SHELL_NAME) >= 3, process, "3 trials did not finish")
     worker_commands = [Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode() for child in _children(process.pid)]
     process.send_signal(signal.SIGINT)
@@ -359,12 +397,17 @@ def test_a_role_without_rights_on_the_tables_gets_one_line_without_the_password(
     try:
         superuser = account.admin.url.set(database=database).render_as_string(hide_password=False)
         open_storage(superuser, heartbeat_interval=None).engine.dispose()  # the tables, owned by postgres
-        result = invoke(cli, "studies", env={"TUNER_STORAGE": make_url(account.url).set(database=database).render_as_string(hide_password=False)})
+        result = invoke(
+            cli, "studies", env={"TUNER_STORAGE": make_url(account.url).set(database=database).render_as_string(hide_password=False)}
+        )
     finally:
         with account.admin.connect() as connection:
             connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote(database)} WITH (FORCE)")
     assert result.exit_code == 4, result.output
-    assert result.stderr.strip() == f"Error: cannot open storage postgresql database '{database}' on 127.0.0.1:5432: permission denied for table version_info"
+    assert (
+        result.stderr.strip()
+        == f"Error: cannot open storage postgresql database '{database}' on 127.0.0.1:5432: permission denied for table version_info"
+    )
     assert account.password not in result.output
 
 
@@ -374,8 +417,13 @@ def test_dashboard_startup_hides_the_password_and_listens_on_loopback_only(accou
     try:
         lines = [process.stdout.readline() for _ in range(2)]
         port = int(lines[1].split("http://127.0.0.1:")[1].split("/")[0])
-        listening = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:] + Path("/proc/net/tcp6").read_text().splitlines()[1:]]
-        addresses = {fields[1].rsplit(":", 1)[0] for fields in listening if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port}
+        listening = [
+            line.split()
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:] + Path("/proc/net/tcp6").read_text().splitlines()[1:]
+        ]
+        addresses = {
+            fields[1].rsplit(":", 1)[0] for fields in listening if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+        }
     finally:
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)

@@ -11,7 +11,10 @@ from tuner.selection import final_epochs, most_accurate
 
 
 def _trial(value, log=None, *, state=TrialState.COMPLETE, **attrs):
-    entries = [EpochRecord(epoch=i + 1, time=float(i), val_loss=loss, val_accuracy=accuracy).to_dict() for i, (loss, accuracy) in enumerate(log or [])]
+    entries = [
+        EpochRecord(epoch=i + 1, time=float(i), val_loss=loss, val_accuracy=accuracy).to_dict()
+        for i, (loss, accuracy) in enumerate(log or [])
+    ]
     return create_trial(
         state=state,
         value=value if state == TrialState.COMPLETE else None,

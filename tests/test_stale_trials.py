@@ -24,8 +24,14 @@ from tuner.storage import open_storage
 
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tiny_study_file, sqlite_url):
     config = resolve_run_config(
-        study_file=tiny_study_file, storage_url=sqlite_url, data_path=str(MNIST_SMALL), n_trials=2, baselines=False,
-        heartbeat_interval=1, grace_period=2, timeout=90,
+        study_file=tiny_study_file,
+        storage_url=sqlite_url,
+        data_path=str(MNIST_SMALL),
+        n_trials=2,
+        baselines=False,
+        heartbeat_interval=1,
+        grace_period=2,
+        timeout=90,
     )
     storage = open_storage(sqlite_url, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name=config.study_name, storage=storage)
@@ -69,8 +75,9 @@ def test_a_trial_failed_elsewhere_while_training_is_dropped_and_the_study_goes_o
 
 def test_heartbeats_go_on_after_failed_writes(sqlite_url, monkeypatch):
     """Optuna's heartbeat thread ends at its first exception; one database blip must not silence a live trial."""
-    import tuner.storage
     from optuna.storages._heartbeat import get_heartbeat_thread
+
+    import tuner.storage
 
     storage = open_storage(sqlite_url, heartbeat_interval=1, grace_period=3)
     trial = optuna.create_study(storage=storage).ask()

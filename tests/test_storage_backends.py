@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MNIST_SMALL, TINY_STUDY, invoke
+from tests.conftest import MNIST_SMALL, invoke
 from tuner.config import resolve_run_config
 from tuner.errors import ConfigError
 from tuner.runner import Tally, prepare_study, run_study
@@ -24,7 +24,9 @@ from tuner.storage import StudyLock, list_studies, load_study, open_storage
 
 
 def _config(study_file, url, name, n_trials, **overrides):
-    return resolve_run_config(study_file=study_file, storage_url=url, study_name=name, data_path=str(MNIST_SMALL), n_trials=n_trials, **overrides)
+    return resolve_run_config(
+        study_file=study_file, storage_url=url, study_name=name, data_path=str(MNIST_SMALL), n_trials=n_trials, **overrides
+    )
 
 
 def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name):
@@ -97,7 +99,9 @@ def test_unreachable_database_is_one_line_without_password(cli, tmp_path, fast_s
         result = invoke(cli, *args, "--storage", url)
         assert result.exit_code == 4, result.output
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"Error: cannot open storage {make_url(url).get_backend_name()} database 'tuner' on 127.0.0.1:1: "), lines
+        assert len(lines) == 1 and lines[0].startswith(
+            f"Error: cannot open storage {make_url(url).get_backend_name()} database 'tuner' on 127.0.0.1:1: "
+        ), lines
         assert "secret" not in result.output
 
 
@@ -219,7 +223,9 @@ def test_worker_gives_up_cleanly_when_the_database_stays_away(servers, tmp_path,
     stdout, stderr = worker.communicate(timeout=120)
     assert worker.returncode == 4, stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith(f"Error: lost the connection to postgresql database '{server.database}' on 127.0.0.1:{proxy.port} for more than 5 s"), stderr
+    assert last.startswith(
+        f"Error: lost the connection to postgresql database '{server.database}' on 127.0.0.1:{proxy.port} for more than 5 s"
+    ), stderr
     assert "s3cret-pw" not in stdout + stderr
     trials = optuna.load_study(study_name=unique_name, storage=direct).get_trials(deepcopy=False)
     assert Tally.of(trials).finished >= finished  # nothing that had finished was lost

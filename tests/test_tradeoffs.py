@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
 
 from tuner.convergence import estimate_convergence
 from tuner.errors import ConfigError, StudyNotFoundError
@@ -13,7 +13,11 @@ from tuner.pareto import best_within_budget, pareto_front
 from tuner.studyfile import Choice, Fixed, FloatRange, IntRange
 from tuner.warmstart import enqueue_warm_start, warm_start_params
 
-DISTRIBUTIONS = {"units": IntDistribution(8, 2048, log=True), "optimizer": CategoricalDistribution(["sgd", "adam"]), "learning_rate": FloatDistribution(1e-5, 1.0, log=True)}
+DISTRIBUTIONS = {
+    "units": IntDistribution(8, 2048, log=True),
+    "optimizer": CategoricalDistribution(["sgd", "adam"]),
+    "learning_rate": FloatDistribution(1e-5, 1.0, log=True),
+}
 
 
 def _trial(value, n_params, latency, units=64, optimizer="adam", lr=1e-3, state=TrialState.COMPLETE):
@@ -71,14 +75,24 @@ def test_convergence_needs_history_then_reports_the_recent_gain():
 
 
 def test_warm_start_params_fit_the_new_space():
-    space = {"units": IntRange(16, 256, log=True), "optimizer": Choice(("adam", "rmsprop")), "learning_rate": Fixed(0.01), "dropout": FloatRange(0.0, 0.5)}
-    assert warm_start_params({"units": 1024, "optimizer": "adam", "learning_rate": 0.5, "l2": 1e-4}, space) == {"units": 256, "optimizer": "adam"}
+    space = {
+        "units": IntRange(16, 256, log=True),
+        "optimizer": Choice(("adam", "rmsprop")),
+        "learning_rate": Fixed(0.01),
+        "dropout": FloatRange(0.0, 0.5),
+    }
+    assert warm_start_params({"units": 1024, "optimizer": "adam", "learning_rate": 0.5, "l2": 1e-4}, space) == {
+        "units": 256,
+        "optimizer": "adam",
+    }
     assert warm_start_params({"units": 8, "optimizer": "sgd"}, space) == {"units": 16}
 
 
 def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    _study([_trial(0.3, 1, 1, units=32), _trial(0.1, 1, 1, units=512), _trial(0.2, 1, 1, units=128, optimizer="sgd")], name="old", storage=url)
+    _study(
+        [_trial(0.3, 1, 1, units=32), _trial(0.1, 1, 1, units=512), _trial(0.2, 1, 1, units=128, optimizer="sgd")], name="old", storage=url
+    )
     new = optuna.create_study(study_name="new", storage=url)
     space = {"units": IntRange(16, 256, log=True), "optimizer": Choice(("adam", "sgd")), "learning_rate": FloatRange(1e-4, 0.1, log=True)}
     result = enqueue_warm_start(study=new, space=space, source_storage_url=url, source_study_name="old", top_k=2)
@@ -130,8 +144,24 @@ def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_
     url, name = trained_study
     new_url = f"sqlite:///{tmp_path / 'warm.db'}"
     result = invoke(
-        cli, "run", "--trials", 3, "--study", "warm", "--study-file", tiny_study_file, "--data", MNIST_SMALL, "--storage", new_url,
-        "--warm-start-from", name, "--warm-start-storage", url, "--top", 2,
+        cli,
+        "run",
+        "--trials",
+        3,
+        "--study",
+        "warm",
+        "--study-file",
+        tiny_study_file,
+        "--data",
+        MNIST_SMALL,
+        "--storage",
+        new_url,
+        "--warm-start-from",
+        name,
+        "--warm-start-storage",
+        url,
+        "--top",
+        2,
     )
     assert result.exit_code == 0, result.output
     assert "warm start: enqueued the 2 best configurations" in result.stderr
@@ -140,14 +170,42 @@ def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_
     assert [t.user_attrs.get("warm_start_from") for t in trials[:2]] == [f"{name}#{t.number}" for t in source]
     assert trials[0].params == source[0].params
     assert len(trials) == 3  # the portfolio and baselines follow, within the total
-    missing = invoke(cli, "run", "--trials", 1, "--study", "w2", "--study-file", tiny_study_file, "--data", MNIST_SMALL, "--storage", new_url, "--warm-start-from", "nope")
+    missing = invoke(
+        cli,
+        "run",
+        "--trials",
+        1,
+        "--study",
+        "w2",
+        "--study-file",
+        tiny_study_file,
+        "--data",
+        MNIST_SMALL,
+        "--storage",
+        new_url,
+        "--warm-start-from",
+        "nope",
+    )
     assert missing.exit_code == 4 and "no study named 'nope'" in missing.stderr
 
 
 def test_until_converged_stops_early_and_says_so(cli, tmp_path, sqlite_url):
     study_file = tmp_path / "converge.toml"
     study_file.write_text(TINY_STUDY.replace('name = "tiny"', 'name = "tiny"\nconvergence_window = 2\nconvergence_tolerance = 0.9'))
-    result = invoke(cli, "run", "--trials", 30, "--study-file", study_file, "--data", MNIST_SMALL, "--storage", sqlite_url, "--until-converged", "--no-baselines")
+    result = invoke(
+        cli,
+        "run",
+        "--trials",
+        30,
+        "--study-file",
+        study_file,
+        "--data",
+        MNIST_SMALL,
+        "--storage",
+        sqlite_url,
+        "--until-converged",
+        "--no-baselines",
+    )
     assert result.exit_code == 0, result.output
     assert "stopped early: converged" in result.stdout
     n = len(optuna.load_study(study_name="tiny", storage=sqlite_url).get_trials())

@@ -46,7 +46,7 @@ def test_csv_with_word_labels_is_standardised_on_the_training_part():
 
 def test_image_folders_follow_the_study_image_size_and_color():
     gray = _load(FOLDERS, image_size=(14, 10)).tuning
-    assert gray.input_dim == 140 and gray.n_classes == 10 and 0 <= gray.x_train.min() and gray.x_train.max() <= 1
+    assert gray.input_dim == 140 and gray.n_classes == 10 and gray.x_train.min() >= 0 and gray.x_train.max() <= 1
     color = _load(FOLDERS, image_size=(8, 8), color=True).tuning
     assert color.input_dim == 8 * 8 * 3
 

@@ -31,7 +31,9 @@ def _trials(url: str, name: str):
 def _worker(url: str, study_file: Path, name: str, n_trials: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "TUNER_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3"}
     command = [sys.executable, "-m", "tuner", "run", "-q", "--trials", str(n_trials), "--study", name, "--study-file", str(study_file)]
-    return subprocess.Popen([*command, "--data", str(MNIST_SMALL), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*command, "--data", str(MNIST_SMALL), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait_until(condition, process: subprocess.Popen, what: str, limit: float = 150.0):
@@ -57,7 +59,20 @@ def test_threads_are_split_between_workers():
 
 def test_workers_share_one_study_and_stop_at_exactly_n(cli, storage_url, fast_study_file, unique_name):
     result = invoke(
-        cli, "run", "--workers", 2, "--trials", 6, "--threads", 2, "--study", unique_name, "--study-file", fast_study_file, "--data", MNIST_SMALL,
+        cli,
+        "run",
+        "--workers",
+        2,
+        "--trials",
+        6,
+        "--threads",
+        2,
+        "--study",
+        unique_name,
+        "--study-file",
+        fast_study_file,
+        "--data",
+        MNIST_SMALL,
         env={"TUNER_STORAGE": storage_url},
     )
     assert result.exit_code == 0, result.output

@@ -88,7 +88,9 @@ def resolve_run_config(
     if seed is not None and not 0 <= seed <= MAX_SEED - total:
         raise ConfigError(f"--seed must be between 0 and {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {seed}")
     if seed is None and spec.sampler.seed > MAX_SEED - total:
-        raise ConfigError(f"{spec.source}: sampler.seed must be at most {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {spec.sampler.seed}")
+        raise ConfigError(
+            f"{spec.source}: sampler.seed must be at most {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {spec.sampler.seed}"
+        )
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
     if workers is not None and workers < 1:
@@ -133,7 +135,12 @@ def resolve_run_config(
         until_converged=bool(until_converged),
         explicit=frozenset(
             name
-            for name, value in (("seed", seed), ("data_path", data_path), ("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period))
+            for name, value in (
+                ("seed", seed),
+                ("data_path", data_path),
+                ("heartbeat_interval", heartbeat_interval),
+                ("grace_period", grace_period),
+            )
             if value is not None
         ),
     )

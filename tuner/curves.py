@@ -66,7 +66,9 @@ def accuracy_over_time_figure(trials: Sequence[FrozenTrial]) -> go.Figure | None
             ys.append(best)
             labels.append(f"trial {number}, epoch {record.epoch}")
     figure = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers", line_shape="hv", text=labels, name="best so far"))
-    figure.update_layout(xaxis_title="minutes since the first trial started", yaxis_title="best validation accuracy", height=380, margin={"t": 30})
+    figure.update_layout(
+        xaxis_title="minutes since the first trial started", yaxis_title="best validation accuracy", height=380, margin={"t": 30}
+    )
     _zoom_on_the_top(figure, ys)
     return figure
 

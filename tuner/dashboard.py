@@ -49,7 +49,7 @@ class Dashboard:
     storage: str
     studies: tuple[str, ...]
     server: WSGIServer = field(repr=False, compare=False)
-    publisher: "CurvePublisher | None" = field(default=None, repr=False, compare=False)
+    publisher: CurvePublisher | None = field(default=None, repr=False, compare=False)
     _serving: threading.Event = field(default_factory=threading.Event, init=False, repr=False, compare=False)
 
     def serve_forever(self) -> None:
@@ -73,7 +73,7 @@ class Dashboard:
 class CurvePublisher:
     """Stores each study's validation-accuracy figures in the study, again whenever an epoch was added."""
 
-    def __init__(self, storage: "optuna.storages.BaseStorage", *, every_seconds: float = 10.0) -> None:
+    def __init__(self, storage: optuna.storages.BaseStorage, *, every_seconds: float = 10.0) -> None:
         self.storage = storage
         self.every_seconds = every_seconds
         self._published: dict[str, int] = {}  # study name -> epochs drawn last time
@@ -96,7 +96,10 @@ class CurvePublisher:
         from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH, accuracy_over_time_figure, accuracy_per_epoch_figure
         from tuner.records import epoch_log
 
-        figures = ((CURVES_PER_EPOCH_ID, ACCURACY_PER_EPOCH, accuracy_per_epoch_figure), (CURVES_OVER_TIME_ID, ACCURACY_OVER_TIME, accuracy_over_time_figure))
+        figures = (
+            (CURVES_PER_EPOCH_ID, ACCURACY_PER_EPOCH, accuracy_per_epoch_figure),
+            (CURVES_OVER_TIME_ID, ACCURACY_OVER_TIME, accuracy_over_time_figure),
+        )
 
         updated = 0
         for summary in self.storage.get_all_studies():
@@ -151,7 +154,9 @@ def prepare_dashboard(
     if ":" in host:
         server_class = type("_ThreadedServer6", (_ThreadedServer,), {"address_family": socket.AF_INET6})
     try:
-        server = make_server(host, port, wsgi(storage), server_class=server_class, handler_class=WSGIRequestHandler if log_requests else _QuietHandler)
+        server = make_server(
+            host, port, wsgi(storage), server_class=server_class, handler_class=WSGIRequestHandler if log_requests else _QuietHandler
+        )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(f"port {port} on {host} is already in use; choose another with --port") from None

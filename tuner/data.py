@@ -160,7 +160,9 @@ def _count_classes(y_train: np.ndarray, y_test: np.ndarray, source: str, declare
     unseen = y_test[y_test >= n_classes]
     if len(unseen):
         label = int(unseen.max())
-        raise DataError(f"{source}: test label {label} ({int((y_test == label).sum())} samples) is not among the training labels 0-{n_classes - 1}")
+        raise DataError(
+            f"{source}: test label {label} ({int((y_test == label).sum())} samples) is not among the training labels 0-{n_classes - 1}"
+        )
     return n_classes
 
 
@@ -184,8 +186,7 @@ def _download(dataset: str) -> tuple[np.ndarray, ...]:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as exc:  # network or cache failures surface as many different types
         raise DataError(
-            f"could not download {dataset} ({type(exc).__name__}: {exc}); "
-            "pass --data DIR with the four IDX .gz files, or an .npz file"
+            f"could not download {dataset} ({type(exc).__name__}: {exc}); pass --data DIR with the four IDX .gz files, or an .npz file"
         ) from None
     return x_train, y_train, x_test, y_test
 

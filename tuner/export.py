@@ -15,10 +15,11 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -27,14 +28,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.data import FinalData, load_final_data
 from tuner.errors import ConfigError, ExportError, StorageError, StudyNotFoundError
-from tuner.pareto import best_within_budget
-from tuner.selection import final_epochs, most_accurate
 from tuner.exportmeta import METADATA_FILE, ExportMetadata, ModelInput
+from tuner.pareto import best_within_budget
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
+from tuner.selection import final_epochs, most_accurate
 from tuner.storage import describe_storage, load_study, mask_url
-from tuner.swap import install_directory
 from tuner.studyfile import TrainingSpec
+from tuner.swap import install_directory
 
 if TYPE_CHECKING:
     import keras
@@ -170,7 +171,9 @@ def export_best(
             )
         )
 
-    model, history, train_seconds = _train(trial, final, x_fit, y_fit, refit_full=refit_full, epochs=epochs, seed=seed, provenance=provenance, on_epoch=on_epoch)
+    model, history, train_seconds = _train(
+        trial, final, x_fit, y_fit, refit_full=refit_full, epochs=epochs, seed=seed, provenance=provenance, on_epoch=on_epoch
+    )
     test = _evaluate(model, final)
     tuning = final.tuning
     metadata = ExportMetadata(
@@ -237,17 +240,25 @@ def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if number is None:
         if not complete:
-            raise StudyNotFoundError(f"study {study.study_name!r} has no completed trial yet ({len(trials)} trials in all); run 'tuner run' first")
+            raise StudyNotFoundError(
+                f"study {study.study_name!r} has no completed trial yet ({len(trials)} trials in all); run 'tuner run' first"
+            )
         selection = most_accurate(complete)
         if selection is None:
             raise StudyNotFoundError(f"study {study.study_name!r} has no completed trial with a value")
         return selection.trial
     chosen = next((t for t in trials if t.number == number), None)
     if chosen is None:
-        raise StudyNotFoundError(f"study {study.study_name!r} has no trial {number} (trials are numbered 0 to {len(trials) - 1})" if trials else f"study {study.study_name!r} has no trials")
+        raise StudyNotFoundError(
+            f"study {study.study_name!r} has no trial {number} (trials are numbered 0 to {len(trials) - 1})"
+            if trials
+            else f"study {study.study_name!r} has no trials"
+        )
     if chosen.state != TrialState.COMPLETE:
         numbers = ", ".join(str(t.number) for t in complete[:20]) or "none"
-        raise StudyNotFoundError(f"trial {number} of study {study.study_name!r} is {chosen.state.name}, not COMPLETE; completed trials: {numbers}")
+        raise StudyNotFoundError(
+            f"trial {number} of study {study.study_name!r} is {chosen.state.name}, not COMPLETE; completed trials: {numbers}"
+        )
     return chosen
 
 
@@ -298,12 +309,14 @@ def _train(
     seed: int,
     provenance: StudyProvenance,
     on_epoch: Callable[[EpochProgress], None] | None,
-) -> tuple["keras.Model", list[dict[str, float]], float]:
+) -> tuple[keras.Model, list[dict[str, float]], float]:
     import keras
 
     from tuner.model import rebuild_model
 
-    needed = ["n_layers", "optimizer", "learning_rate", "batch_size", "epochs", "l2"] + (["units", "dropout"] if trial.params.get("n_layers") else [])
+    needed = ["n_layers", "optimizer", "learning_rate", "batch_size", "epochs", "l2"] + (
+        ["units", "dropout"] if trial.params.get("n_layers") else []
+    )
     missing = [name for name in needed if name not in trial.params]
     if missing:
         raise StorageError(f"trial {trial.number} does not record {', '.join(missing)}; it was not run by this version of tuner")
@@ -312,7 +325,9 @@ def _train(
     training = TrainingSpec(steps_per_execution=provenance.steps_per_execution, jit_compile=provenance.jit_compile)
     # The schedule spans the trial's whole epoch budget over this (larger) training set, and the job
     # trains the trial's best epoch count of it: the same learning rate at every epoch as in the search.
-    model, _ = rebuild_model(trial.params, input_dim=final.tuning.input_dim, n_classes=final.tuning.n_classes, n_samples=len(x), training=training)
+    model, _ = rebuild_model(
+        trial.params, input_dim=final.tuning.input_dim, n_classes=final.tuning.n_classes, n_samples=len(x), training=training
+    )
 
     def epoch_end(epoch: int, logs: dict[str, Any] | None) -> None:
         logs = logs or {}
@@ -336,11 +351,13 @@ def _train(
         verbose=0,
     )
     seconds = time.perf_counter() - started
-    history = [{"epoch": i + 1, **{name: float(values[i]) for name, values in fit.history.items()}} for i in range(len(fit.history["loss"]))]
+    history = [
+        {"epoch": i + 1, **{name: float(values[i]) for name, values in fit.history.items()}} for i in range(len(fit.history["loss"]))
+    ]
     return model, history, seconds
 
 
-def _evaluate(model: "keras.Model", final: FinalData) -> dict[str, Any]:
+def _evaluate(model: keras.Model, final: FinalData) -> dict[str, Any]:
     """The one look at the test set: cross-entropy (without the L2 penalty, like the objective), accuracy, confusion."""
     probabilities = np.asarray(model.predict(final.x_test, batch_size=_EVAL_BATCH, verbose=0), dtype=np.float64)
     labels = final.y_test
@@ -377,12 +394,14 @@ def _check_target_path(target: Path, *, force: bool) -> None:
         return
     metadata = target / METADATA_FILE
     if not metadata.is_file():
-        raise ExportError(f"output directory {target} is not empty and holds no {METADATA_FILE}; refusing to replace it, choose another --out")
+        raise ExportError(
+            f"output directory {target} is not empty and holds no {METADATA_FILE}; refusing to replace it, choose another --out"
+        )
     if not force:
         raise ExportError(f"{target} already holds an export; pass --force to replace it")
 
 
-def _write_export(target: Path, model: "keras.Model", metadata: ExportMetadata, *, force: bool) -> bool:
+def _write_export(target: Path, model: keras.Model, metadata: ExportMetadata, *, force: bool) -> bool:
     """Write into a sibling temp dir, then rename into place; on any failure the old export stays."""
     try:
         target = target.resolve()
@@ -408,7 +427,13 @@ def _write_json(path: Path, metadata: ExportMetadata) -> None:
 
 
 def _record(study: optuna.Study, target: Path, trial_number: int, test: dict[str, Any], when: str) -> None:
-    record = {"path": str(target.resolve()), "trial": trial_number, "test_accuracy": test["accuracy"], "test_loss": test["loss"], "exported_at": when}
+    record = {
+        "path": str(target.resolve()),
+        "trial": trial_number,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "exported_at": when,
+    }
     try:
         study.set_user_attr(EXPORT_ATTR, record)
     except sqlalchemy.exc.SQLAlchemyError as exc:
@@ -432,4 +457,4 @@ def _versions() -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

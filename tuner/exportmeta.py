@@ -44,13 +44,19 @@ class ModelInput:
         if len(self.class_names) != self.n_classes:
             found.append(f"{len(self.class_names)} class names for {self.n_classes} classes")
         if self.kind == "table":
-            for name, values in (("feature_names", self.feature_names), ("feature_mean", self.feature_mean), ("feature_std", self.feature_std)):
+            for name, values in (
+                ("feature_names", self.feature_names),
+                ("feature_mean", self.feature_mean),
+                ("feature_std", self.feature_std),
+            ):
                 if values is None or len(values) != self.input_dim:
                     found.append(f"{name} must hold {self.input_dim} entries")
         if self.kind == "images":
             width, height = self.image_size or (0, 0)
             if width * height * (3 if self.color else 1) != self.input_dim:
-                found.append(f"image_size {self.image_size} {'colour' if self.color else 'grayscale'} does not give {self.input_dim} features")
+                found.append(
+                    f"image_size {self.image_size} {'colour' if self.color else 'grayscale'} does not give {self.input_dim} features"
+                )
         return found
 
 
@@ -106,7 +112,7 @@ class ExportMetadata:
             handle.write("\n")
 
     @classmethod
-    def from_dir(cls, directory: Path) -> "ExportMetadata":
+    def from_dir(cls, directory: Path) -> ExportMetadata:
         """Read and check ``directory/model.json``; any problem is one ``ModelError`` line."""
         path = Path(directory) / METADATA_FILE
         try:
@@ -118,7 +124,9 @@ class ExportMetadata:
         if not isinstance(document, dict):
             raise ModelError(f"{path}: does not hold a JSON object")
         if document.get("format") != FORMAT:
-            raise ModelError(f"{path}: format {document.get('format')!r}, this tuner reads {FORMAT!r}; export the model again with 'tuner export-best'")
+            raise ModelError(
+                f"{path}: format {document.get('format')!r}, this tuner reads {FORMAT!r}; export the model again with 'tuner export-best'"
+            )
         try:
             data = dict(document["data"])
             model_input = ModelInput(

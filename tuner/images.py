@@ -60,7 +60,9 @@ def load_inputs(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) -
         names = (str(path),) if len(pixels) == 1 else tuple(f"{path}[{i}]" for i in range(len(pixels)))
         return InputBatch(path=path, names=names, pixels=pixels)
     if input_dim != IMAGE_SIDE * IMAGE_SIDE:
-        raise InputImageError(f"{path}: the model expects {input_dim} features, but images become {IMAGE_SIDE}x{IMAGE_SIDE} = {IMAGE_SIDE * IMAGE_SIDE}; pass a .npy array")
+        raise InputImageError(
+            f"{path}: the model expects {input_dim} features, but images become {IMAGE_SIDE}x{IMAGE_SIDE} = {IMAGE_SIDE * IMAGE_SIDE}; pass a .npy array"
+        )
     return InputBatch(path=path, names=(str(path),), pixels=read_image(path).reshape(1, -1))
 
 
@@ -239,7 +241,9 @@ def read_array(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) ->
     if rows is None:
         side = int(round(input_dim**0.5))
         square = f", ({side}, {side}), (N, {side}, {side})" if side * side == input_dim else ""
-        raise InputImageError(f"{path}: array of shape {array.shape} is not one sample or a batch (expected ({input_dim},), (N, {input_dim}){square})")
+        raise InputImageError(
+            f"{path}: array of shape {array.shape} is not one sample or a batch (expected ({input_dim},), (N, {input_dim}){square})"
+        )
     if rows.shape[0] == 0:
         raise InputImageError(f"{path}: the array holds no samples")
     return _scaled(rows, path)

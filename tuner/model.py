@@ -7,7 +7,8 @@ finished trial by passing ``optuna.trial.FixedTrial(trial.params)``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from tuner.studyfile import OPEN_SPACE, Choice, FloatRange, IntRange, ParamSpec, TrainingSpec
 
@@ -24,7 +25,7 @@ LEGACY_PARAMS: Mapping[str, Any] = {"input_dropout": 0.0, "weight_decay": 0.0, "
 _TRAINING_PARAMS = ("optimizer", "learning_rate", "schedule", "batch_size", "epochs", "l2", "weight_decay")
 
 
-def suggest_hyperparameters(trial: "optuna.trial.BaseTrial", space: Mapping[str, ParamSpec]) -> dict[str, Any]:
+def suggest_hyperparameters(trial: optuna.trial.BaseTrial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
     """Draw one configuration; hidden-layer parameters are only drawn when there are hidden layers."""
     params: dict[str, Any] = {}
     params["n_layers"] = _suggest(trial, "n_layers", space["n_layers"])
@@ -39,14 +40,14 @@ def suggest_hyperparameters(trial: "optuna.trial.BaseTrial", space: Mapping[str,
 
 
 def build_model(
-    trial: "optuna.trial.BaseTrial",
+    trial: optuna.trial.BaseTrial,
     space: Mapping[str, ParamSpec],
     *,
     input_dim: int,
     n_classes: int,
     n_samples: int,
     training: TrainingSpec,
-) -> tuple["keras.Model", dict[str, Any]]:
+) -> tuple[keras.Model, dict[str, Any]]:
     """Suggest a configuration and return the compiled model with the parameters it was built from.
 
     ``n_samples`` is the size of one training epoch: the learning-rate schedule spans the trial's
@@ -81,15 +82,17 @@ def build_model(
 
 def rebuild_model(
     params: Mapping[str, Any], *, input_dim: int, n_classes: int, n_samples: int, training: TrainingSpec
-) -> tuple["keras.Model", dict[str, Any]]:
+) -> tuple[keras.Model, dict[str, Any]]:
     """The exact model of a finished trial, from its recorded parameters (for the final training job)."""
     import optuna
 
     recorded = {**LEGACY_PARAMS, **params}
-    return build_model(optuna.trial.FixedTrial(recorded), OPEN_SPACE, input_dim=input_dim, n_classes=n_classes, n_samples=n_samples, training=training)
+    return build_model(
+        optuna.trial.FixedTrial(recorded), OPEN_SPACE, input_dim=input_dim, n_classes=n_classes, n_samples=n_samples, training=training
+    )
 
 
-def learning_rate_schedule(params: Mapping[str, Any], *, steps_per_epoch: int) -> "float | keras.optimizers.schedules.LearningRateSchedule":
+def learning_rate_schedule(params: Mapping[str, Any], *, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The trial's learning rate over its epoch budget.
 
     ``cosine``: a linear warm-up over the first epoch (at most 5% of the budget; Goyal et al. 2017),
@@ -107,11 +110,11 @@ def learning_rate_schedule(params: Mapping[str, Any], *, steps_per_epoch: int) -
     )
 
 
-def count_params(model: "keras.Model") -> int:
+def count_params(model: keras.Model) -> int:
     return int(model.count_params())
 
 
-def _optimizer(params: Mapping[str, Any], learning_rate: Any) -> "keras.optimizers.Optimizer":
+def _optimizer(params: Mapping[str, Any], learning_rate: Any) -> keras.optimizers.Optimizer:
     """The named optimizer; ``weight_decay`` > 0 adds decoupled weight decay (AdamW, Loshchilov & Hutter 2019)."""
     import keras
 
@@ -133,7 +136,7 @@ def _optimizer(params: Mapping[str, Any], learning_rate: Any) -> "keras.optimize
     return optimizer
 
 
-def _suggest(trial: "optuna.trial.BaseTrial", name: str, spec: ParamSpec) -> Any:
+def _suggest(trial: optuna.trial.BaseTrial, name: str, spec: ParamSpec) -> Any:
     if isinstance(spec, IntRange):
         return trial.suggest_int(name, spec.low, spec.high, log=spec.log, step=spec.step)
     if isinstance(spec, FloatRange):

@@ -49,7 +49,9 @@ def load_model_inputs(path: str | Path, *, model_input: ModelInput) -> ModelRows
     if suffix == ".npy":
         return _unlabelled(InputBatch(path=path, names=_names(path, 1), pixels=read_array(path, input_dim=model_input.input_dim)))
     if suffix not in IMAGE_SUFFIXES:
-        raise InputImageError(f"{path}: this model was trained on an image folder; give an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
+        raise InputImageError(
+            f"{path}: this model was trained on an image folder; give an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array"
+        )
     return ModelRows(names=(str(path),), rows=_folder_image_row(path, model_input), labels=np.full(1, -1))
 
 
@@ -76,7 +78,9 @@ def _folder_image_row(path: Path, model_input: ModelInput) -> np.ndarray:
         with Image.open(path) as image:
             pixels = image_pixels(image, image_size=model_input.image_size, color=model_input.color)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputImageError(f"{path}: cannot read the image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise InputImageError(
+            f"{path}: cannot read the image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     # The training loader's scaling (tuner.data): 8-bit pixels over 255.
     return pixels.reshape(1, -1).astype(np.float32) / 255.0
 
@@ -93,7 +97,9 @@ def _table_rows(path: Path, model_input: ModelInput) -> ModelRows:
     extra = [name for name in names if name not in expected]
     if missing or extra:
         problem = f"missing columns {', '.join(missing[:5])}" if missing else f"unknown columns {', '.join(extra[:5])}"
-        raise InputImageError(f"{path}: {problem}; the model was trained on the columns {', '.join(expected[:8])}{' ...' if len(expected) > 8 else ''}")
+        raise InputImageError(
+            f"{path}: {problem}; the model was trained on the columns {', '.join(expected[:8])}{' ...' if len(expected) > 8 else ''}"
+        )
     order = [names.index(name) for name in expected]  # the training column order, whatever the file's
     index = {name: i for i, name in enumerate(model_input.class_names)}
     unknown = next((label for label in labels if label not in index), None)
@@ -108,7 +114,9 @@ def _raw_rows(path: Path, input_dim: int) -> np.ndarray:
     if array.shape == (input_dim,):
         array = array.reshape(1, input_dim)
     if array.ndim != 2 or array.shape[1] != input_dim or len(array) == 0:
-        raise InputImageError(f"{path}: array of shape {array.shape} is not rows of {input_dim} features (expected ({input_dim},) or (N, {input_dim}))")
+        raise InputImageError(
+            f"{path}: array of shape {array.shape} is not rows of {input_dim} features (expected ({input_dim},) or (N, {input_dim}))"
+        )
     rows = array.astype(np.float32)
     if not np.isfinite(rows).all():
         raise InputImageError(f"{path}: the array holds NaN or infinite values")

@@ -7,8 +7,9 @@ and the trade-off is computed over those trials afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,7 +33,7 @@ class ParetoPoint:
     params: dict[str, Any]
 
     @classmethod
-    def from_trial(cls, trial: FrozenTrial) -> "ParetoPoint":
+    def from_trial(cls, trial: FrozenTrial) -> ParetoPoint:
         return cls(
             number=trial.number,
             val_loss=float(trial.value),
@@ -82,6 +83,10 @@ def best_within_budget(study: optuna.Study, *, max_params: int | None = None, ma
         fitting.append(trial)
     selection = most_accurate(fitting)
     if selection is None:
-        budget = ", ".join(part for part in (max_params and f"at most {max_params} parameters", max_latency_ms and f"at most {max_latency_ms} ms per sample") if part)
+        budget = ", ".join(
+            part
+            for part in (max_params and f"at most {max_params} parameters", max_latency_ms and f"at most {max_latency_ms} ms per sample")
+            if part
+        )
         raise StudyNotFoundError(f"no completed trial of study {study.study_name!r} fits the budget ({budget})")
     return selection.trial

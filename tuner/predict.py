@@ -9,9 +9,10 @@ attribute of the ``tuner`` package.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class PredictResult:
     n_labelled: int = 0
 
 
-def load_exported_model(model: str | Path) -> "keras.Model":
+def load_exported_model(model: str | Path) -> keras.Model:
     """Load ``model.keras`` from an export directory (or the file itself) in Keras' safe mode."""
     path = Path(model)
     try:
@@ -76,11 +77,13 @@ def load_exported_model(model: str | Path) -> "keras.Model":
     except Exception as exc:  # Keras reports damaged archives with many exception types
         raise ModelError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {_first_line(exc)})") from None
     if len(loaded.inputs) != 1 or len(loaded.input_shape) != 2 or len(loaded.output_shape) != 2:
-        raise ModelError(f"{path}: expected a model from one row of features to class probabilities, got input {loaded.input_shape} and output {loaded.output_shape}")
+        raise ModelError(
+            f"{path}: expected a model from one row of features to class probabilities, got input {loaded.input_shape} and output {loaded.output_shape}"
+        )
     return loaded
 
 
-def load_export(model: str | Path) -> tuple["keras.Model", ExportMetadata]:
+def load_export(model: str | Path) -> tuple[keras.Model, ExportMetadata]:
     """The model and its model.json, checked against each other."""
     loaded = load_exported_model(model)
     path = Path(model)
@@ -127,11 +130,15 @@ def predict_digits(*, model: str | Path, inputs: Sequence[str | Path], batch_siz
     labelled = labels >= 0
     accuracy = float((probabilities.argmax(axis=1)[labelled] == labels[labelled]).mean()) if labelled.any() else None
     return PredictResult(
-        model_path=Path(model), kind=wanted.kind, class_names=classes, predictions=predictions, accuracy=accuracy, n_labelled=int(labelled.sum())
+        model_path=Path(model),
+        kind=wanted.kind,
+        class_names=classes,
+        predictions=predictions,
+        accuracy=accuracy,
+        n_labelled=int(labelled.sum()),
     )
 
 
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-

@@ -8,8 +8,9 @@ Each trial also records the seed it trained with (``TRIAL_SEED_ATTR``), which ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -71,7 +72,7 @@ class StudyProvenance:
         }
 
     @classmethod
-    def from_attrs(cls, attrs: Any) -> "StudyProvenance | None":
+    def from_attrs(cls, attrs: Any) -> StudyProvenance | None:
         needed = ("dataset", "validation_fraction", "split_seed")
         if not isinstance(attrs, dict) or any(key not in attrs for key in needed):
             return None
@@ -94,21 +95,23 @@ class StudyProvenance:
         )
 
     @classmethod
-    def from_study(cls, study: optuna.Study) -> "StudyProvenance | None":
+    def from_study(cls, study: optuna.Study) -> StudyProvenance | None:
         """The study's record, or None for a study that 'tuner run' did not create (or not yet)."""
         return cls.from_attrs(study.user_attrs.get(PROVENANCE_ATTR))
 
     @classmethod
-    def required(cls, study: optuna.Study) -> "StudyProvenance":
+    def required(cls, study: optuna.Study) -> StudyProvenance:
         provenance = cls.from_study(study)
         if provenance is None:
-            raise StorageError(f"study {study.study_name!r} lacks the 'tuner' attribute that 'tuner run' records; cannot tell which data it was tuned on")
+            raise StorageError(
+                f"study {study.study_name!r} lacks the 'tuner' attribute that 'tuner run' records; cannot tell which data it was tuned on"
+            )
         return provenance
 
     def record(self, study: optuna.Study) -> None:
         study.set_user_attr(PROVENANCE_ATTR, self.to_attrs())
 
-    def check_same(self, other: "StudyProvenance", *, explicit: frozenset[str], study_name: str) -> None:
+    def check_same(self, other: StudyProvenance, *, explicit: frozenset[str], study_name: str) -> None:
         """Refuse, in one line, a run whose settings would change what study ``study_name`` measures.
 
         The data and its split are always compared (they are what the run loaded); the seed, the data
@@ -120,7 +123,11 @@ class StudyProvenance:
             ("split_seed", "split seed"),
             ("data_options", "data options"),
         ]
-        compared += [(name, label) for name, label in (("seed", "seed"), ("heartbeat_interval", "heartbeat interval"), ("grace_period", "grace period")) if name in explicit]
+        compared += [
+            (name, label)
+            for name, label in (("seed", "seed"), ("heartbeat_interval", "heartbeat interval"), ("grace_period", "grace period"))
+            if name in explicit
+        ]
         for name, label in compared:
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine is None or mine == theirs:

@@ -33,8 +33,13 @@ class EpochRecord:
         return {"epoch": self.epoch, "time": round(self.time, 3), "val_loss": self.val_loss, "val_accuracy": self.val_accuracy}
 
     @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> "EpochRecord":
-        return cls(epoch=int(entry["epoch"]), time=float(entry["time"]), val_loss=float(entry["val_loss"]), val_accuracy=float(entry["val_accuracy"]))
+    def from_dict(cls, entry: dict[str, Any]) -> EpochRecord:
+        return cls(
+            epoch=int(entry["epoch"]),
+            time=float(entry["time"]),
+            val_loss=float(entry["val_loss"]),
+            val_accuracy=float(entry["val_accuracy"]),
+        )
 
 
 def epoch_log(trial: FrozenTrial) -> list[EpochRecord]:

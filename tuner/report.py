@@ -15,7 +15,7 @@ import os
 import uuid
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,13 @@ __all__ = ["ReportResult", "build_report", "TOP_TRIALS", "CONTOUR_PARAMS"]
 TOP_TRIALS = 10
 CONTOUR_PARAMS = ("learning_rate", "units")
 OBJECTIVE_NAME = "validation loss"
-_USER_ATTR_COLUMNS = (("val_accuracy", "val acc"), ("best_epoch", "best epoch"), ("epochs_trained", "epochs run"), ("n_params", "weights"), ("train_seconds", "seconds"))
+_USER_ATTR_COLUMNS = (
+    ("val_accuracy", "val acc"),
+    ("best_epoch", "best epoch"),
+    ("epochs_trained", "epochs run"),
+    ("n_params", "weights"),
+    ("train_seconds", "seconds"),
+)
 _STATE_COLORS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4", "WAITING": "#7f7f7f"}
 
 
@@ -74,7 +80,9 @@ def build_report(*, storage_url: str, study_name: str | None = None, out: str | 
     """Write one HTML file describing the study (the storage's only study when no name is given)."""
     study = load_study(storage_url, study_name)
     if len(study.directions) != 1:
-        raise ConfigError(f"study {study.study_name!r} has {len(study.directions)} objectives; the report draws single-objective studies like those of 'tuner run'")
+        raise ConfigError(
+            f"study {study.study_name!r} has {len(study.directions)} objectives; the report draws single-objective studies like those of 'tuner run'"
+        )
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: 0 for state in TrialState}
     for trial in trials:
@@ -108,7 +116,9 @@ def _search_sections(study: optuna.Study, trials: list[FrozenTrial], complete: l
     if with_curves:
         sections.append(_plot("Validation loss per epoch (pruning curves)", vis.plot_intermediate_values, study, y_title=OBJECTIVE_NAME))
     else:
-        sections.append(_Section("Validation loss per epoch (pruning curves)", note="no completed, pruned or running trial has reported an epoch yet"))
+        sections.append(
+            _Section("Validation loss per epoch (pruning curves)", note="no completed, pruned or running trial has reported an epoch yet")
+        )
 
     for title, draw in ((ACCURACY_PER_EPOCH, accuracy_per_epoch_figure), (ACCURACY_OVER_TIME, accuracy_over_time_figure)):
         figure = draw(trials)
@@ -263,7 +273,7 @@ class _ExportView:
     history: Any = None
 
     @classmethod
-    def from_study(cls, study: optuna.Study) -> "_ExportView":
+    def from_study(cls, study: optuna.Study) -> _ExportView:
         record = study.user_attrs.get("export")
         if record is None:
             return cls(found=False, problem="no final model yet; 'tuner export-best' trains the best trial and scores it on the test set")
@@ -326,7 +336,16 @@ def _matrix_section(matrix: Any) -> _Section:
     if not valid:
         return _Section(title, note="model.json holds no square numeric confusion_matrix")
     labels = [str(i) for i in range(len(matrix))]
-    figure = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues", texttemplate="%{z}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            texttemplate="%{z}",
+            hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+        )
+    )
     figure.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", height=520, width=600, margin={"t": 30})
     return _Section(title, figure=figure)
 
@@ -374,7 +393,9 @@ def _page(study: optuna.Study, storage_url: str, counts: dict[str, int], complet
     if complete:
         trial = study.best_trial
         accuracy = trial.user_attrs.get("val_accuracy")
-        best = f"Best trial #{trial.number}: {OBJECTIVE_NAME} {_fmt(trial.value)}" + (f", validation accuracy {_fmt(accuracy)}" if accuracy is not None else "")
+        best = f"Best trial #{trial.number}: {OBJECTIVE_NAME} {_fmt(trial.value)}" + (
+            f", validation accuracy {_fmt(accuracy)}" if accuracy is not None else ""
+        )
     body = []
     for section in sections:
         parts = [f"<h2>{html.escape(section.title)}</h2>"]
@@ -385,8 +406,8 @@ def _page(study: optuna.Study, storage_url: str, counts: dict[str, int], complet
         if section.figure is not None:
             figure = section.figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
             parts.append(f'<div class="figure">{figure}</div>')
-        body.append(f'<section>{"".join(parts)}</section>')
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        body.append(f"<section>{''.join(parts)}</section>")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -412,4 +433,3 @@ table.trials th {{ background: #f3f3f3; }}
 </body>
 </html>
 """
-

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import ctypes
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -23,7 +23,18 @@ from tuner.storage import StudyLock, describe_storage, fail_stale_trials, first_
 from tuner.studyfile import SamplerSpec
 from tuner.warmstart import WarmStart, enqueue_warm_start
 
-__all__ = ["TrialOutcome", "RunStart", "RunResult", "Tally", "PreparedStudy", "prepare_study", "run_study", "summarize", "best_outcome", "FINISHED_STATES"]
+__all__ = [
+    "TrialOutcome",
+    "RunStart",
+    "RunResult",
+    "Tally",
+    "PreparedStudy",
+    "prepare_study",
+    "run_study",
+    "summarize",
+    "best_outcome",
+    "FINISHED_STATES",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -41,8 +52,10 @@ class TrialOutcome:
     reason: str | None
 
     @classmethod
-    def from_trial(cls, trial: FrozenTrial) -> "TrialOutcome":
-        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else None
+    def from_trial(cls, trial: FrozenTrial) -> TrialOutcome:
+        seconds = (
+            (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else None
+        )
         return cls(
             number=trial.number,
             state=trial.state.name,
@@ -101,7 +114,7 @@ class Tally:
         return self.finished + self.running
 
     @classmethod
-    def of(cls, trials: Sequence[FrozenTrial]) -> "Tally":
+    def of(cls, trials: Sequence[FrozenTrial]) -> Tally:
         retried = frozenset(number for trial in trials for number in trial.system_attrs.get("retry_history", ()))
         return cls(
             finished=sum(1 for t in trials if t.state in FINISHED_STATES and t.number not in retried),
@@ -175,7 +188,9 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
                     top_k=min(config.warm_start_top, config.n_trials),
                 )
             if config.portfolio:
-                portfolio = _enqueue(study, [(params, {PORTFOLIO_ATTR: entry.name}) for entry, params in portfolio_params(spec)], config.n_trials)
+                portfolio = _enqueue(
+                    study, [(params, {PORTFOLIO_ATTR: entry.name}) for entry, params in portfolio_params(spec)], config.n_trials
+                )
             if config.baselines:
                 baselines = _enqueue(study, [(params, {BASELINE_ATTR: True}) for params in baseline_params(spec)], config.n_trials)
             _provenance(config, data).record(study)  # last: it marks the study as set up for workers that join
@@ -196,7 +211,9 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
 
 
 def _open(config: RunConfig, *, must_exist: bool = False) -> optuna.storages.RDBStorage:
-    return open_storage(config.storage_url, must_exist=must_exist, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
+    return open_storage(
+        config.storage_url, must_exist=must_exist, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period
+    )
 
 
 def _recorded_provenance(storage: optuna.storages.RDBStorage, study_name: str) -> StudyProvenance | None:
@@ -297,14 +314,28 @@ def run_study(
 
         objective = Objective(data=prepared.data, spec=config.spec, seed=config.seed)
         _work(study, objective, StudyLock(prepared.storage, config.study_name), config, after_trial, stop=lambda: bool(converged))
-    result = summarize(study, config.storage_url, n_target=config.n_trials, new_trials=len(outcomes), wall_seconds=time.perf_counter() - started, outcomes=outcomes)
+    result = summarize(
+        study,
+        config.storage_url,
+        n_target=config.n_trials,
+        new_trials=len(outcomes),
+        wall_seconds=time.perf_counter() - started,
+        outcomes=outcomes,
+    )
     return replace(result, converged=converged[-1] if converged else None)
 
 
 _RAN, _WAIT, _DONE = "ran", "wait", "done"
 
 
-def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], lock: StudyLock, config: RunConfig, after_trial, stop: Callable[[], bool]) -> None:
+def _work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    lock: StudyLock,
+    config: RunConfig,
+    after_trial,
+    stop: Callable[[], bool],
+) -> None:
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     backoff = _Backoff(config.reconnect_timeout, config.storage_url)
     while (deadline is None or time.monotonic() < deadline) and not stop():
@@ -360,7 +391,11 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, 
                 raise
             # Another worker's stale-trial sweep failed (and re-queued) this trial while it trained here:
             # a lost heartbeat, a database blip. Its result cannot be recorded; the study goes on.
-            _log.warning("trial %d was marked failed by another worker while this one trained it (%s); dropped it, going on", started[0].number, first_line(exc))
+            _log.warning(
+                "trial %d was marked failed by another worker while this one trained it (%s); dropped it, going on",
+                started[0].number,
+                first_line(exc),
+            )
     return _RAN
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 
@@ -28,7 +29,16 @@ PORTFOLIO: tuple[PortfolioEntry, ...] = (
     PortfolioEntry(
         name="keras-mlp",
         source="Keras' MNIST MLP example (keras-team/keras examples/mnist_mlp.py): 2 x 512 ReLU, dropout 0.2, RMSprop 1e-3, batch 128",
-        params={"n_layers": 2, "units": 512, "input_dropout": 0.0, "dropout": 0.2, "optimizer": "rmsprop", "learning_rate": 1e-3, "batch_size": 128, "weight_decay": 0.0},
+        params={
+            "n_layers": 2,
+            "units": 512,
+            "input_dropout": 0.0,
+            "dropout": 0.2,
+            "optimizer": "rmsprop",
+            "learning_rate": 1e-3,
+            "batch_size": 128,
+            "weight_decay": 0.0,
+        },
     ),
     PortfolioEntry(
         name="dropout-mlp",
@@ -37,7 +47,16 @@ PORTFOLIO: tuple[PortfolioEntry, ...] = (
             " trained with Adam 1e-3, batch 128, as Kingma & Ba 2015 (section 6.2) trained such a net;"
             " decoupled weight decay 0.01 (Loshchilov & Hutter 2019; PyTorch's AdamW default)"
         ),
-        params={"n_layers": 2, "units": 1024, "input_dropout": 0.2, "dropout": 0.5, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 128, "weight_decay": 0.01},
+        params={
+            "n_layers": 2,
+            "units": 1024,
+            "input_dropout": 0.2,
+            "dropout": 0.5,
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "batch_size": 128,
+            "weight_decay": 0.01,
+        },
     ),
 )
 
@@ -65,7 +84,9 @@ def make_pruner(spec: PrunerSpec, *, max_epochs: int) -> optuna.pruners.BasePrun
     if spec.kind == "none":
         return optuna.pruners.NopPruner()
     if spec.kind == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(min_resource=spec.min_resource, max_resource=max_epochs, reduction_factor=spec.reduction_factor)
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=spec.min_resource, max_resource=max_epochs, reduction_factor=spec.reduction_factor
+        )
     elif spec.kind == "successive_halving":
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.min_resource, reduction_factor=spec.reduction_factor)
     else:

@@ -39,7 +39,9 @@ def most_accurate(trials: Iterable[FrozenTrial]) -> Selection | None:
     candidates = [_selection(trial) for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
     if not candidates:
         return None
-    return max(candidates, key=lambda s: (-1.0 if s.val_accuracy is None else s.val_accuracy, -float(s.trial.value or 0.0), -s.trial.number))
+    return max(
+        candidates, key=lambda s: (-1.0 if s.val_accuracy is None else s.val_accuracy, -float(s.trial.value or 0.0), -s.trial.number)
+    )
 
 
 def final_epochs(trial: FrozenTrial) -> int | None:

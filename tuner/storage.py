@@ -73,7 +73,9 @@ def describe_storage(url: str) -> str:
     return mask_url(url)
 
 
-def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int | None = 60, grace_period: int | None = 180) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str, *, must_exist: bool = False, heartbeat_interval: int | None = 60, grace_period: int | None = 180
+) -> optuna.storages.RDBStorage:
     """Open (and on first use create) the storage; every failure becomes one ``StorageError`` line.
 
     Heartbeats let another worker mark a trial of a killed worker as failed and retry it.
@@ -81,13 +83,17 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int 
     try:
         parsed = make_url(url)
     except Exception:
-        raise ConfigError(f"invalid storage URL {mask_url(url)!r} (expected e.g. sqlite:///tuner.db or postgresql+psycopg2://user@host/db)") from None
+        raise ConfigError(
+            f"invalid storage URL {mask_url(url)!r} (expected e.g. sqlite:///tuner.db or postgresql+psycopg2://user@host/db)"
+        ) from None
     backend = parsed.get_backend_name()
     engine_kwargs: dict = {}
     if backend == "sqlite":
         database = parsed.database or ""
         if must_exist and not _is_file(database):
-            raise StudyNotFoundError(f"no study database at {_absolute(database) if database else mask_url(url)} (run 'tuner run' first or pass --storage)")
+            raise StudyNotFoundError(
+                f"no study database at {_absolute(database) if database else mask_url(url)} (run 'tuner run' first or pass --storage)"
+            )
         # Several local workers share the file: wait for the lock instead of failing at once.
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
@@ -120,7 +126,9 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat_interval: int 
     except ImportError as exc:  # Optuna re-raises a missing driver as a plain ImportError
         missing = getattr(exc.__cause__, "name", None) or getattr(exc, "name", None) or parsed.drivername
         extra = _DRIVER_EXTRAS.get(backend, backend)
-        raise StorageError(f"the database driver for {parsed.drivername} is not installed ({missing}); install it with: pip install 'tuner[{extra}]'") from None
+        raise StorageError(
+            f"the database driver for {parsed.drivername} is not installed ({missing}); install it with: pip install 'tuner[{extra}]'"
+        ) from None
     except (ValueError, KeyError, IndexError) as exc:  # Optuna formats the URL as a template: braces break it
         raise ConfigError(f"invalid storage URL {mask_url(url)!r}: {first_line(exc)}") from None
     except sqlalchemy.exc.ArgumentError as exc:
@@ -175,7 +183,11 @@ def list_studies(url: str) -> list[StudyInfo]:
         trials = study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        best = min(complete, key=lambda t: t.value) if complete and study.direction == optuna.study.StudyDirection.MINIMIZE else (max(complete, key=lambda t: t.value) if complete else None)
+        best = (
+            min(complete, key=lambda t: t.value)
+            if complete and study.direction == optuna.study.StudyDirection.MINIMIZE
+            else (max(complete, key=lambda t: t.value) if complete else None)
+        )
         infos.append(
             StudyInfo(
                 name=summary.study_name,
@@ -259,7 +271,11 @@ def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) 
         return
     grace = datetime.timedelta(seconds=storage.grace_period or 2 * interval)
     now = datetime.datetime.now()  # Optuna stamps datetime_start with the worker's local clock
-    old = [t._trial_id for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) if t.datetime_start and now - t.datetime_start > grace]
+    old = [
+        t._trial_id
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if t.datetime_start and now - t.datetime_start > grace
+    ]
     if old:
         heartbeats = sqlalchemy.table("trial_heartbeats", sqlalchemy.column("trial_id"))  # Optuna's table
         with storage.engine.connect() as connection:
@@ -355,7 +371,7 @@ class StudyLock:
         finally:
             held.close()
 
-    def __enter__(self) -> "StudyLock":
+    def __enter__(self) -> StudyLock:
         self.acquire()
         return self
 

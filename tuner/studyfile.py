@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 from tuner.errors import ConfigError
 from tuner.userdata import DataOptions
@@ -160,14 +161,19 @@ class StudySpec:
     objectives: tuple[str, ...] = ("val_loss", "params", "latency")  # axes of the accuracy-against-cost front
     convergence_window: int = 20  # trials over which the best value's recent gain is measured
     convergence_tolerance: float = 0.01  # converged: recent gain below this fraction of the best value
-    space: Mapping[str, ParamSpec] = field(
-        default_factory=lambda: MappingProxyType({k: Fixed(r.default) for k, r in PARAMETERS.items()})
-    )
+    space: Mapping[str, ParamSpec] = field(default_factory=lambda: MappingProxyType({k: Fixed(r.default) for k, r in PARAMETERS.items()}))
     source: str = "<defaults>"
 
     @property
     def data_options(self) -> DataOptions:
-        return DataOptions(label_column=self.label_column, image_size=self.image_size, color=self.color, test_fraction=self.test_fraction, split_seed=self.split_seed, classes=self.classes)
+        return DataOptions(
+            label_column=self.label_column,
+            image_size=self.image_size,
+            color=self.color,
+            test_fraction=self.test_fraction,
+            split_seed=self.split_seed,
+            classes=self.classes,
+        )
 
     @property
     def max_epochs(self) -> int:
@@ -179,7 +185,7 @@ class StudySpec:
         return int(epochs.high)
 
 
-def fit_into_range(spec: "IntRange | FloatRange", value: float) -> int | float:
+def fit_into_range(spec: IntRange | FloatRange, value: float) -> int | float:
     """``value`` clipped into the range and, for an integer range, onto its ``step`` grid (low, low + step, ...)."""
     clipped = min(max(value, spec.low), spec.high)
     if isinstance(spec, FloatRange):
@@ -221,7 +227,9 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     space = check.table(document, "space")
 
     check.keys(study, "study", {"name", "baselines", "portfolio", "objectives", "convergence_window", "convergence_tolerance"})
-    check.keys(data, "data", {"dataset", "validation_fraction", "split_seed", "label_column", "image_size", "color", "test_fraction", "classes"})
+    check.keys(
+        data, "data", {"dataset", "validation_fraction", "split_seed", "label_column", "image_size", "color", "test_fraction", "classes"}
+    )
     check.keys(sampler, "sampler", {"kind", "seed", "n_startup_trials"})
     check.keys(pruner, "pruner", set(PrunerSpec.__dataclass_fields__))
     check.keys(training, "training", set(TrainingSpec.__dataclass_fields__))

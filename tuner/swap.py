@@ -10,8 +10,9 @@ import shutil
 import signal
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["install_directory"]
 
@@ -63,7 +64,9 @@ def _signals_deferred() -> Iterator[None]:
         yield  # only the main thread may change handlers, and only it runs them
         return
     caught: list[tuple[int, Any]] = []
-    previous = {number: signal.signal(number, lambda signum, frame: caught.append((signum, frame))) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        number: signal.signal(number, lambda signum, frame: caught.append((signum, frame))) for number in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:

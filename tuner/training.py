@@ -51,7 +51,15 @@ class EpochMonitor(keras.callbacks.Callback):
         loss = float(logs.get(self.metric, train_loss))
         accuracy = float(logs.get("val_accuracy", logs.get("accuracy", math.nan)))
         self.epochs_trained = step
-        self.history.append({"epoch": step, "loss": train_loss, "accuracy": float(logs.get("accuracy", math.nan)), self.metric: loss, "val_accuracy": accuracy})
+        self.history.append(
+            {
+                "epoch": step,
+                "loss": train_loss,
+                "accuracy": float(logs.get("accuracy", math.nan)),
+                self.metric: loss,
+                "val_accuracy": accuracy,
+            }
+        )
         for name, value in (("training loss", train_loss), ("validation loss", loss)):
             if not math.isfinite(value):
                 self.model.stop_training = True

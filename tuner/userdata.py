@@ -102,7 +102,9 @@ def read_csv_rows(path: Path, label_column: str | None, *, header_only: bool = F
         raise DataError(f"{path}: empty CSV file (need a header row and data rows)")
     header = [name.strip() for name in rows[0]]
     if label_column is not None and label_column not in header:
-        raise DataError(f"{path}: no label column {label_column!r} in the header (columns: {', '.join(header[:10])}); set [data] label_column")
+        raise DataError(
+            f"{path}: no label column {label_column!r} in the header (columns: {', '.join(header[:10])}); set [data] label_column"
+        )
     label_at = header.index(label_column) if label_column is not None else None
     if len(header) < (2 if label_at is not None else 1):
         raise DataError(f"{path}: no feature columns besides {label_column!r}")

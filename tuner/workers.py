@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from tuner.config import RunConfig, usable_cpus
 from tuner.errors import ConfigError, DataError, ExportError, StorageError, TunerError
@@ -78,7 +79,12 @@ def run_workers(
                     worker.log.close()
     new_trials = Tally.of(study.get_trials(deepcopy=False)).finished - finished_before
     return summarize(
-        study, config.storage_url, n_target=config.n_trials, new_trials=max(0, new_trials), wall_seconds=time.perf_counter() - started, workers=config.workers
+        study,
+        config.storage_url,
+        n_target=config.n_trials,
+        new_trials=max(0, new_trials),
+        wall_seconds=time.perf_counter() - started,
+        workers=config.workers,
     )
 
 
@@ -89,7 +95,7 @@ class _Worker:
     log: IO[bytes]
 
     @classmethod
-    def start(cls, config: RunConfig, index: int, threads: int, logs: Path) -> "_Worker":
+    def start(cls, config: RunConfig, index: int, threads: int, logs: Path) -> _Worker:
         log = open(logs / f"worker-{index}.log", "w+b")
         process = subprocess.Popen(
             [sys.executable, "-m", "tuner", "run", "--quiet", "--no-baselines", "--no-portfolio"],
@@ -148,7 +154,9 @@ def _follow(study, workers: list[_Worker], on_progress, poll_seconds: float) -> 
         if on_progress:
             try:
                 tally = Tally.of(study.get_trials(deepcopy=False))
-                on_progress(WorkersProgress(n_finished=tally.finished, n_running=tally.running, best=best_outcome(study), workers_alive=len(alive)))
+                on_progress(
+                    WorkersProgress(n_finished=tally.finished, n_running=tally.running, best=best_outcome(study), workers_alive=len(alive))
+                )
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise

@@ -76,7 +76,9 @@ def main() -> None:
 
 
 # Each command module registers itself on ``main``; core libraries are imported inside the commands.
-from tuner.cli import run  # noqa: E402,F401
-from tuner.cli import view  # noqa: E402,F401
-from tuner.cli import export  # noqa: E402,F401
-from tuner.cli import tradeoffs  # noqa: E402,F401
+from tuner.cli import (
+    export,  # noqa: E402,F401
+    run,  # noqa: E402,F401
+    tradeoffs,  # noqa: E402,F401
+    view,  # noqa: E402,F401
+)

@@ -11,8 +11,9 @@ the file and the environment, so ``TUNER_STORAGE`` can reuse the stack's ``POSTG
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import click
 

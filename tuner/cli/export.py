@@ -13,9 +13,17 @@ from tuner.cli.options import storage_option
 
 
 @main.command("export-best")
-@click.option("--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study to export from [env TUNER_STUDY; default: the storage's only study].")
+@click.option(
+    "--study",
+    "study_name",
+    envvar="TUNER_STUDY",
+    metavar="NAME",
+    help="Study to export from [env TUNER_STUDY; default: the storage's only study].",
+)
 @storage_option
-@click.option("--trial", "trial_number", type=click.IntRange(min=0), metavar="N", help="Export this completed trial instead of the best one.")
+@click.option(
+    "--trial", "trial_number", type=click.IntRange(min=0), metavar="N", help="Export this completed trial instead of the best one."
+)
 @click.option("--out", type=click.Path(), help="Export directory [default artifacts/<study>].")
 @click.option(
     "--data",
@@ -24,19 +32,34 @@ from tuner.cli.options import storage_option
     metavar="PATH",
     help="The data to train on [env TUNER_DATA; default: the data the study was tuned on; other data needs --allow-other-data].",
 )
-@click.option("--refit-full/--no-refit-full", default=True, show_default=True, help="Train on the validation part too, not only on the training part.")
+@click.option(
+    "--refit-full/--no-refit-full", default=True, show_default=True, help="Train on the validation part too, not only on the training part."
+)
 @click.option("--force", is_flag=True, help="Replace an existing export in --out.")
-@click.option("--max-params", type=click.IntRange(min=1), metavar="N", help="Export the most accurate trial (on validation) among those with at most N parameters.")
+@click.option(
+    "--max-params",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Export the most accurate trial (on validation) among those with at most N parameters.",
+)
 @click.option(
     "--max-latency-ms",
     type=click.FloatRange(min=0, min_open=True),
     metavar="MS",
     help="Export the most accurate trial (on validation) among those whose CPU inference takes at most MS per sample.",
 )
-@click.option("--allow-other-data", is_flag=True, help="Train on --data even though it is not the data the study was tuned on (model.json records both checksums).")
-@click.option("--threads", type=click.IntRange(min=1), envvar="TUNER_THREADS", help="TensorFlow threads for this process [default: all cores].")
+@click.option(
+    "--allow-other-data",
+    is_flag=True,
+    help="Train on --data even though it is not the data the study was tuned on (model.json records both checksums).",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), envvar="TUNER_THREADS", help="TensorFlow threads for this process [default: all cores]."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; only the result.")
-def export_best(study_name, storage, trial_number, out, data_path, refit_full, force, max_params, max_latency_ms, allow_other_data, threads, quiet) -> None:
+def export_best(
+    study_name, storage, trial_number, out, data_path, refit_full, force, max_params, max_latency_ms, allow_other_data, threads, quiet
+) -> None:
     """Retrain the most accurate trial (or --trial N), score it once on the test set, save model.keras and model.json."""
     from tuner.export import export_best as run_export
     from tuner.storage import DEFAULT_STORAGE
@@ -62,7 +85,9 @@ def export_best(study_name, storage, trial_number, out, data_path, refit_full, f
         nonlocal task
         which = "best trial" if start.is_best else "trial"
         console.print(f"study [bold]{start.study_name}[/] in {start.storage}: {which} #{start.trial_number}")
-        console.print(f"training {start.epochs} epochs on {start.n_train} samples of {start.data_source}; {start.n_test} test samples held out")
+        console.print(
+            f"training {start.epochs} epochs on {start.n_train} samples of {start.data_source}; {start.n_test} test samples held out"
+        )
         progress.start()
         task = progress.add_task("epochs", total=start.epochs, metrics="")
 
@@ -102,7 +127,14 @@ def export_best(study_name, storage, trial_number, out, data_path, refit_full, f
 
 
 @main.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(), envvar="TUNER_MODEL", help="Export directory (or its model.keras) [env TUNER_MODEL].")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(),
+    envvar="TUNER_MODEL",
+    help="Export directory (or its model.keras) [env TUNER_MODEL].",
+)
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--top", "top_k", type=click.IntRange(min=1), default=1, show_default=True, help="Show the K most likely classes per input.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output with all class probabilities.")

@@ -10,7 +10,9 @@ storage_option = click.option(
     metavar="URL",
     help="SQLAlchemy URL of the study database [env TUNER_STORAGE; default sqlite:///tuner.db].",
 )
-study_option = click.option("--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the study file's name].")
+study_option = click.option(
+    "--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the study file's name]."
+)
 study_file_option = click.option(
     "--study-file",
     envvar="TUNER_STUDY_FILE",

@@ -22,14 +22,23 @@ from tuner.cli.options import data_option, output_console, storage_option, study
 @study_file_option
 @data_option
 @click.option("--seed", type=int, envvar="TUNER_SEED", help="Sampler and training seed [default: the study file's].")
-@click.option("--threads", type=int, envvar="TUNER_THREADS", help="TensorFlow threads for this process, split between --workers [default: all cores].")
+@click.option(
+    "--threads", type=int, envvar="TUNER_THREADS", help="TensorFlow threads for this process, split between --workers [default: all cores]."
+)
 @click.option(
     "--workers",
     type=int,
     envvar="TUNER_WORKERS",
     help="Worker processes on this machine sharing the study [env TUNER_WORKERS; default: one per CPU core, as memory allows, at most 8].",
 )
-@click.option("--heartbeat", "heartbeat_interval", type=int, envvar="TUNER_HEARTBEAT", metavar="SECONDS", help="How often a running trial reports that its worker is alive [env TUNER_HEARTBEAT; default 60].")
+@click.option(
+    "--heartbeat",
+    "heartbeat_interval",
+    type=int,
+    envvar="TUNER_HEARTBEAT",
+    metavar="SECONDS",
+    help="How often a running trial reports that its worker is alive [env TUNER_HEARTBEAT; default 60].",
+)
 @click.option(
     "--grace-period",
     type=int,
@@ -44,11 +53,25 @@ from tuner.cli.options import data_option, output_console, storage_option, study
     metavar="SECONDS",
     help="How long to keep retrying a database that stopped answering [env TUNER_RECONNECT_TIMEOUT; default 300].",
 )
-@click.option("--portfolio/--no-portfolio", default=None, help="Start a new study with the portfolio of published MLP recipes [default: the study file's, on].")
-@click.option("--baselines/--no-baselines", default=None, help="Enqueue the tutorial's configurations among the first trials of a new study [default on].")
-@click.option("--warm-start-from", metavar="STUDY", envvar="TUNER_WARM_START_FROM", help="Seed a new study with the best configurations of STUDY.")
-@click.option("--warm-start-storage", metavar="URL", envvar="TUNER_WARM_START_STORAGE", help="Storage of --warm-start-from [default: --storage].")
-@click.option("--top", "warm_start_top", type=int, envvar="TUNER_WARM_START_TOP", help="How many of its best trials to start from [default 5].")
+@click.option(
+    "--portfolio/--no-portfolio",
+    default=None,
+    help="Start a new study with the portfolio of published MLP recipes [default: the study file's, on].",
+)
+@click.option(
+    "--baselines/--no-baselines",
+    default=None,
+    help="Enqueue the tutorial's configurations among the first trials of a new study [default on].",
+)
+@click.option(
+    "--warm-start-from", metavar="STUDY", envvar="TUNER_WARM_START_FROM", help="Seed a new study with the best configurations of STUDY."
+)
+@click.option(
+    "--warm-start-storage", metavar="URL", envvar="TUNER_WARM_START_STORAGE", help="Storage of --warm-start-from [default: --storage]."
+)
+@click.option(
+    "--top", "warm_start_top", type=int, envvar="TUNER_WARM_START_TOP", help="How many of its best trials to start from [default 5]."
+)
 @click.option(
     "--until-converged",
     is_flag=True,
@@ -143,7 +166,9 @@ def run(
         if config.workers > 1:
             from tuner.workers import threads_per_worker
 
-            console.print(f"{config.workers} worker processes, {threads_per_worker(workers=config.workers, threads=config.threads)} TensorFlow threads each")
+            console.print(
+                f"{config.workers} worker processes, {threads_per_worker(workers=config.workers, threads=config.threads)} TensorFlow threads each"
+            )
         progress.start()
         task = progress.add_task("trials", total=start.n_target, completed=min(start.n_finished_before, start.n_target), best="", gain="")
 
@@ -190,13 +215,20 @@ def _print_summary(result) -> None:
     for column in ("complete", "pruned", "failed", "running", "new this run", "wall time"):
         table.add_column(column, justify="right")
     table.add_row(
-        str(counts["COMPLETE"]), str(counts["PRUNED"]), str(counts["FAIL"]), str(counts["RUNNING"]), str(result.new_trials), f"{result.wall_seconds:.1f}s"
+        str(counts["COMPLETE"]),
+        str(counts["PRUNED"]),
+        str(counts["FAIL"]),
+        str(counts["RUNNING"]),
+        str(result.new_trials),
+        f"{result.wall_seconds:.1f}s",
     )
     out.print(table)
     if getattr(result, "converged", None) is not None:
         out.print(f"stopped early: converged ({result.converged.describe()}); more trials are unlikely to help")
     if result.n_retried:
-        out.print(f"{result.n_retried} trial(s) of dead workers or interrupted runs failed and were retried (system attribute retry_history)")
+        out.print(
+            f"{result.n_retried} trial(s) of dead workers or interrupted runs failed and were retried (system attribute retry_history)"
+        )
     best = result.best
     if best is None:
         out.print("no completed trial yet")

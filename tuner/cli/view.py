@@ -8,13 +8,28 @@ from tuner.cli import main
 from tuner.cli.options import storage_option
 
 # The shared --study defaults to the study file's name; a report reads an existing storage instead.
-report_study_option = click.option("--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the storage's only study].")
+report_study_option = click.option(
+    "--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the storage's only study]."
+)
 
 
 @main.command()
 @storage_option
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="TUNER_DASHBOARD_HOST", help="Address to listen on; 0.0.0.0 exposes the dashboard to your network [env TUNER_DASHBOARD_HOST].")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), envvar="TUNER_DASHBOARD_PORT", help="Port to listen on; 0 picks a free one [env TUNER_DASHBOARD_PORT].")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="TUNER_DASHBOARD_HOST",
+    help="Address to listen on; 0.0.0.0 exposes the dashboard to your network [env TUNER_DASHBOARD_HOST].",
+)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar="TUNER_DASHBOARD_PORT",
+    help="Port to listen on; 0 picks a free one [env TUNER_DASHBOARD_PORT].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every HTTP request.")
 def dashboard(storage, host, port, verbose) -> None:
     """Serve optuna-dashboard on the study storage (safe while 'tuner run' writes to it)."""
@@ -34,7 +49,14 @@ def dashboard(storage, host, port, verbose) -> None:
 @main.command()
 @report_study_option
 @storage_option
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), default="report.html", show_default=True, envvar="TUNER_REPORT", help="HTML file to write [env TUNER_REPORT].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    default="report.html",
+    show_default=True,
+    envvar="TUNER_REPORT",
+    help="HTML file to write [env TUNER_REPORT].",
+)
 def report(study_name, storage, out) -> None:
     """Write one self-contained HTML file of plotly figures about a study (opens offline)."""
     from tuner.report import build_report
