@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import MNIST_SMALL, TINY_STUDY, invoke
+from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke
 from tuner.records import epoch_log
 from tuner.search import baseline_params, portfolio_params
 from tuner.studyfile import load_study_file

@@ -24,7 +24,7 @@ import sqlalchemy
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MNIST_SMALL
+from tests.helpers import MNIST_SMALL
 from tuner.cli import main
 from tuner.runner import Tally
 

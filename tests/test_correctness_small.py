@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MNIST_SMALL, invoke
+from tests.helpers import MNIST_SMALL, invoke
 from tuner.config import resolve_run_config
 from tuner.data import load_tuning_data, read_idx
 from tuner.errors import ConfigError, DataError

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 

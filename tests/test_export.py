@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import MNIST_SMALL, invoke, one_error_line
+from tests.helpers import MNIST_SMALL, invoke, one_error_line
 from tuner.data import load_final_data
 from tuner.records import epoch_log
 from tuner.selection import final_epochs, most_accurate

@@ -8,18 +8,19 @@ import math
 import struct
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tests.conftest import invoke
+from tests.helpers import examples, invoke
 from tuner.data import load_tuning_data, read_idx
 from tuner.errors import ConfigError, DataError, StorageError, TunerError
 from tuner.storage import open_storage
 from tuner.studyfile import PARAMETERS, StudySpec, load_study_file, parse_study
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-FUZZ_SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# Shares of the Hypothesis profile's example count (200 under "ci"): the pure functions take more examples.
+FUZZ = examples(1.5)
+FUZZ_SLOW = examples(1.0)
 
 KNOWN_KEYS = [
     "study",

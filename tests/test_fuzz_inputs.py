@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
-from sqlalchemy.engine import make_url
 
-from tests.conftest import FIXTURES, invoke
+from tests.helpers import FIXTURES, examples, invoke, sqlite_file
 from tuner.errors import ConfigError, InputImageError, TunerError
 from tuner.images import load_inputs, read_image
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-FUZZ_CLI = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# Shares of the Hypothesis profile's example count (200 under "ci"): a CLI call per example takes fewer.
+FUZZ = examples(1.0)
+FUZZ_CLI = examples(0.4)
 EXAMPLE_LIMIT_S = 60  # generous on a loaded 2-core machine; a hang never returns at all
 
 DIGITS = sorted((FIXTURES / "digits").iterdir())
@@ -487,14 +487,14 @@ def test_predict_cli_option_values(tmp_path_factory, monkeypatch, tiny_model, op
 def study_copy(trained_study, tmp_path_factory) -> tuple[str, str]:
     url, name = trained_study
     copy = tmp_path_factory.mktemp("fuzzed-study") / "study.db"
-    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
+    with sqlite3.connect(sqlite_file(url)) as source, sqlite3.connect(copy) as target:
         source.backup(target)
     return f"sqlite:///{copy}", name
 
 
 def _study_state(url: str) -> tuple:
     """What a command could have written to the study: its trials and its attributes (read directly: Optuna is slow to open)."""
-    with sqlite3.connect(f"file:{make_url(url).database}?mode=ro", uri=True) as connection:
+    with sqlite3.connect(f"file:{sqlite_file(url)}?mode=ro", uri=True) as connection:
         return tuple(
             tuple(connection.execute(query).fetchall())
             for query in (

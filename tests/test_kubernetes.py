@@ -27,7 +27,7 @@ import yaml
 from kubernetes_validate.utils import all_versions
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MNIST_SMALL
+from tests.helpers import MNIST_SMALL
 from tests.test_compose import ENV_EXAMPLE, _free_port, _get_json, _study_exists, compose, read_env_file
 from tuner.cli import main
 from tuner.runner import Tally

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES, MNIST_SMALL, invoke, one_error_line
+from tests.helpers import FIXTURES, MNIST_SMALL, invoke, one_error_line
 from tuner.data import read_idx
 from tuner.images import mnist_style, read_image
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES, invoke
+from tests.helpers import FIXTURES, invoke
 from tuner.data import load_final_data
 from tuner.exportmeta import ExportMetadata
 from tuner.modelinputs import load_model_inputs

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke, one_error_line
+from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, one_error_line
 from tuner.config import resolve_run_config
 from tuner.data import read_idx
 from tuner.errors import ConfigError

@@ -14,9 +14,8 @@ import plotly.offline
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
-from tests.conftest import invoke
+from tests.helpers import invoke, sqlite_file
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.report import TOP_TRIALS, build_report
@@ -112,7 +111,7 @@ def test_report_of_a_real_export(trained_study, tmp_path):
 
     url, name = trained_study
     copy = tmp_path / "copy.db"  # exporting writes a study attribute; the shared study stays untouched
-    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
+    with sqlite3.connect(sqlite_file(url)) as source, sqlite3.connect(copy) as target:
         source.backup(target)
     exported = export_best(storage_url=f"sqlite:///{copy}", out=tmp_path / "model")
     result = build_report(storage_url=f"sqlite:///{copy}", out=tmp_path / "report.html")

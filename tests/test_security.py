@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import sqlalchemy
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke
+from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, wait_for
 from tuner.errors import ConfigError, DataError, InputImageError, ModelError
 from tuner.runner import Tally
 
@@ -275,15 +274,6 @@ def _finished(url: str, name: str) -> int:
         return 0
 
 
-def _wait(condition, process: subprocess.Popen, what: str, limit: float = 180) -> None:
-    deadline = time.time() + limit
-    while not condition():
-        if process.poll() is not None or time.time() > deadline:
-            process.kill()
-            raise AssertionError(f"{what}: {process.communicate()}")
-        time.sleep(0.3)
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -329,7 +319,7 @@ def interrupted_run(account, tmp_path_factory):
         url=account.url,
         cwd=cwd,
     )
-    _wait(lambda: _finished(account.url, SHELL_NAME) >= 3, process, "3 trials did not finish")
+    wait_for(lambda: _finished(account.url, SHELL_NAME) >= 3, process, "3 trials did not finish", interval=0.3)
     worker_commands = [Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode() for child in _children(process.pid)]
     process.send_signal(signal.SIGINT)
     try:
@@ -445,7 +435,13 @@ def test_workers_that_lose_the_database_report_it_without_the_password(account, 
     quote = account.admin.dialect.identifier_preparer.quote
     try:
         # Both are mid-run: the plain run logged a finished trial of its own.
-        _wait(lambda: any("finished with value" in line for line in plain_log.lines), plain, "the plain run finished no trial", limit=240)
+        wait_for(
+            lambda: any("finished with value" in line for line in plain_log.lines),
+            plain,
+            "the plain run finished no trial",
+            limit=240,
+            interval=0.3,
+        )
         with account.admin.connect() as connection:
             connection.exec_driver_sql(f"ALTER ROLE {quote(account.role)} NOLOGIN")
             connection.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (account.role,))

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from tests.conftest import MNIST_SMALL
+from tests.helpers import MNIST_SMALL
 from tuner.config import resolve_run_config
 from tuner.runner import Tally, run_study
 from tuner.storage import open_storage

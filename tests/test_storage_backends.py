@@ -3,20 +3,19 @@ what a worker does when the database is unreachable or drops in the middle of a 
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MNIST_SMALL, invoke
+from tests.helpers import MNIST_SMALL, invoke, spawn_worker
 from tuner.config import resolve_run_config
 from tuner.errors import ConfigError
 from tuner.runner import Tally, prepare_study, run_study
@@ -170,11 +169,8 @@ class _Proxy:
                     pass
 
 
-def _worker(url: str, study_file, name: str, n_trials: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "TUNER_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "tuner", "run", "-q", "--trials", str(n_trials), "--study", name, "--study-file", str(study_file)]
-    command += ["--data", str(MNIST_SMALL), "--threads", "1", "--heartbeat", "1", "--grace-period", "4", *extra]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _worker(url: str, study_file: Path, name: str, n_trials: int, *extra: str) -> subprocess.Popen[str]:
+    return spawn_worker(url, study_file, name, n_trials, "--threads", "1", "--heartbeat", "1", "--grace-period", "4", *extra)
 
 
 def _wait_for_finished(url: str, name: str, count: int, process: subprocess.Popen, limit: float = 120) -> None:

@@ -108,7 +108,7 @@ def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
 
 import json  # noqa: E402
 
-from tests.conftest import MNIST_SMALL, TINY_STUDY, invoke  # noqa: E402
+from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke  # noqa: E402
 
 
 def test_pareto_command_lists_the_front(cli, trained_study):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 
-from tests.conftest import MNIST_SMALL
+from tests.helpers import MNIST_SMALL
 from tuner.config import resolve_run_config
 from tuner.runner import run_study
 

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import FIXTURES, invoke
+from tests.helpers import FIXTURES, invoke
 from tuner.data import load_final_data, load_tuning_data
 from tuner.errors import DataError
 from tuner.studyfile import load_study_file
