@@ -18,11 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Optuna's advice (fixed values outside a range, heartbeats outside optimize) is noise in a benchmark's output.
 warnings.filterwarnings("ignore", message=r"(Fixed parameter .* out of range|Heartbeat of storage|.*is experimental)")
-
-import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = os.environ.get("TUNER_DATA", "/work/shared/data/mnist")

@@ -170,11 +170,11 @@ def measure_arm(
         server = sampler.stop() if sampler else None
         proxy_cpu = process_cpu_seconds(proxy["pid"]) if proxy else None
         errors = []
-        for (process, _, stderr), code in zip(processes, exit_codes):
+        for (_, _, stderr), code in zip(processes, exit_codes, strict=True):
             if code != 0:
                 stderr.seek(0)
                 errors.append(stderr.read().strip().splitlines()[-1:])
-        results = [json.loads(result.read_text()) for (_, result, _), code in zip(processes, exit_codes) if code == 0]
+        results = [json.loads(result.read_text()) for (_, result, _), code in zip(processes, exit_codes, strict=True) if code == 0]
         summary = summarize(results, audit(url, trials), server, proxy_cpu)
         return {
             "backend": backend,

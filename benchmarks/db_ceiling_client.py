@@ -11,6 +11,7 @@ sampler and pruner, and a trial that reports, prune-checks and records what a re
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import sys
@@ -232,7 +233,7 @@ class SleepingObjective:
 def mlp_parameters(params: dict[str, Any]) -> int:
     """Weights and biases of the MLP these parameters describe, on MNIST's 784 pixels and 10 classes."""
     widths = [INPUT_PIXELS] + [params["units"]] * params["n_layers"] + [CLASSES]
-    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
 def validation_curve(seed: int, epochs: int) -> list[float]:

@@ -161,7 +161,7 @@ def _memory(samples: list[dict], n_trials: int) -> dict:
         points = [(s["finished"], s["workers_mb"][pid]) for s in warm if s["workers_mb"].get(pid)]
         if len(points) < 2:
             continue
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
         spread = sum((x - mean_x) ** 2 for x in xs) or 1.0
         slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread

@@ -103,9 +103,8 @@ class _Servers:
                     connection.exec_driver_sql(f"CREATE DATABASE {self.database}")
                 engine.dispose()
             except Exception as exc:  # the reason is reported by the skip or failure of every test that needs it
-                self.problems[backend] = (
-                    f"{backend} server at {make_url(admin_url).render_as_string(hide_password=True)} unavailable: {str(exc).splitlines()[0]}"
-                )
+                where = make_url(admin_url).render_as_string(hide_password=True)
+                self.problems[backend] = f"{backend} server at {where} unavailable: {str(exc).splitlines()[0]}"
                 continue
             self.urls[backend] = make_url(admin_url).set(database=self.database).render_as_string(hide_password=False)
 

@@ -162,7 +162,10 @@ def check_report_page(driver, path: Path, screenshot: Path) -> dict:
     driver.get("about:blank")
     console_errors(driver)  # drain what earlier pages logged: only this page's errors count
     driver.get(path.as_uri())
-    drawn = "return [...document.querySelectorAll('.plotly-graph-div')].map(d => [d.querySelectorAll('svg.main-svg').length, (d._fullData || []).length])"
+    drawn = (
+        "return [...document.querySelectorAll('.plotly-graph-div')]"
+        ".map(d => [d.querySelectorAll('svg.main-svg').length, (d._fullData || []).length])"
+    )
     wait_for(
         driver,
         lambda d: len(d.execute_script(drawn)) == expected and all(svgs and traces for svgs, traces in d.execute_script(drawn)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -52,10 +53,10 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
     assert states.count(TrialState.COMPLETE) >= 2  # the pruner's startup trials always complete
     spec = load_study_file(tiny_study_file)
     portfolio = portfolio_params(spec)
-    for trial, (entry, params) in zip(trials, portfolio):  # the portfolio first, never pruned
+    for trial, (entry, params) in zip(trials, portfolio, strict=False):  # the portfolio first, never pruned
         assert trial.user_attrs.get("portfolio") == entry.name and trial.state == TrialState.COMPLETE
         assert {k: trial.params[k] for k in params} == params
-    for trial, baseline in zip(trials[len(portfolio) :], baseline_params(spec)):  # then the tutorial's baselines
+    for trial, baseline in zip(trials[len(portfolio) :], baseline_params(spec), strict=False):  # then the tutorial's baselines
         assert trial.user_attrs.get("baseline") is True
         assert {k: trial.params[k] for k in baseline} == baseline
     for trial in trials:
@@ -65,7 +66,7 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
         log = epoch_log(trial)
         assert [r.epoch for r in log] == list(range(1, trial.user_attrs["epochs_trained"] + 1))
         assert [r.val_loss for r in log] == pytest.approx([trial.intermediate_values[r.epoch] for r in log])
-        assert all(t0 < t1 for t0, t1 in zip([r.time for r in log], [r.time for r in log][1:]))
+        assert all(t0 < t1 for t0, t1 in itertools.pairwise(r.time for r in log))
         assert max(r.val_accuracy for r in log) >= trial.user_attrs["val_accuracy"]
         assert trial.value == pytest.approx(trial.user_attrs["val_loss"])
         assert 0.0 < trial.user_attrs["val_accuracy"] <= 1.0
@@ -148,7 +149,7 @@ def test_a_diverging_trial_is_pruned_with_its_reason_so_the_sampler_learns_and_t
 def test_configuration_errors_stop_before_any_trial(cli, tmp_path, tiny_study_file, args, code, words, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = {"--study-file": str(tiny_study_file), "--data": str(MNIST_SMALL), "--storage": f"sqlite:///{tmp_path / 'x.db'}"}
-    base.update(dict(zip(args[::2], args[1::2])))
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
     flat = [item for pair in base.items() for item in pair]
     result = invoke(cli, "run", "--trials", base.pop("--trials", "3") if "--trials" in args else "3", *flat)
     assert result.exit_code == code, result.output
@@ -174,7 +175,10 @@ def test_default_storage_is_a_file_in_the_working_directory(cli, tiny_study_file
 
 
 def test_help_and_studies_do_not_import_tensorflow():
-    code = "import sys; from tuner.cli import main; from tuner import storage, config, runner; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    code = (
+        "import sys; from tuner.cli import main; from tuner import storage, config, runner; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tuner", "--help"], check=True, capture_output=True)

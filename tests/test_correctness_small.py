@@ -3,6 +3,7 @@ and an export replacement that never leaves --out without an export."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -48,9 +49,11 @@ def test_a_label_that_leaves_classes_empty_is_refused_unless_the_study_sets_clas
     arrays["y_train"] = arrays["y_train"].copy()
     arrays["y_train"][7] = 42  # one corrupt label among 0-9
     np.savez(tmp_path / "corrupt.npz", **arrays)
-    load = lambda **options: load_tuning_data(
-        dataset="mnist", data_path=str(tmp_path / "corrupt.npz"), validation_fraction=0.1, split_seed=0, options=DataOptions(**options)
-    )
+
+    def load(**options):
+        path = str(tmp_path / "corrupt.npz")
+        return load_tuning_data(dataset="mnist", data_path=path, validation_fraction=0.1, split_seed=0, options=DataOptions(**options))
+
     with pytest.raises(DataError, match=r"label 42 \(1 samples\) leaves 32 classes without a training sample"):
         load()
     assert load(classes=43).n_classes == 43
@@ -106,10 +109,8 @@ def test_replacing_an_export_never_leaves_no_export(tmp_path, monkeypatch, excha
     monkeypatch.setattr(Path, "rename", rename_then_sigterm)
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             tuner.swap.install_directory(staging, target)
-        except KeyboardInterrupt:
-            pass
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert (target / "model.json").read_text() in ("old", "new")

@@ -430,7 +430,7 @@ def test_predict_cli_on_fuzzed_files(tmp_path_factory, tiny_model, files):
         assert not readable
         assert _clean_failure(result, 7).startswith(f"Error: {tmp}")
         assert result.stdout == ""  # all inputs are read before anything is printed
-    assert _snapshot(tmp) == {p.name: raw for p, (_, raw) in zip(paths, files)}
+    assert _snapshot(tmp) == {p.name: raw for p, (_, raw) in zip(paths, files, strict=True)}
 
 
 option_values = st.one_of(

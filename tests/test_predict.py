@@ -108,7 +108,7 @@ def test_predicts_the_committed_digits(cli, digit_model):
     assert result.exit_code == 0, result.output
     predictions = json.loads(result.stdout)["predictions"]
     assert [p["input"] for p in predictions] == [str(p) for p in DIGITS]
-    for path, prediction in zip(DIGITS, predictions):
+    for prediction in predictions:
         probabilities = prediction["probabilities"]
         assert len(probabilities) == 10 and sum(probabilities) == pytest.approx(1.0, abs=1e-4)
         assert prediction["probability"] == max(probabilities) == probabilities[prediction["digit"]]
@@ -120,7 +120,7 @@ def test_top_k_text_output(cli, digit_model):
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
-    for line, path in zip(lines, (DIGITS[0], DIGITS[3])):
+    for line, path in zip(lines, (DIGITS[0], DIGITS[3]), strict=True):
         fields = line.split()
         assert fields[0] == str(path) and len(fields) == 7
         digits, probabilities = [int(f) for f in fields[1::2]], [float(f) for f in fields[2::2]]

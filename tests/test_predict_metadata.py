@@ -97,7 +97,7 @@ def test_csv_model_prints_class_names_standardises_and_scores_labelled_rows(cli,
     assert [p["label"] for p in document["predictions"]] == [meta.class_names[i] for i in expected.argmax(axis=1)]
     assert all(p["label"] in meta.class_names and "digit" not in p for p in document["predictions"])
     assert [p["true_label"] for p in document["predictions"]] == labels
-    accuracy = float(np.mean([p["label"] == t for p, t in zip(document["predictions"], labels)]))
+    accuracy = float(np.mean([p["label"] == t for p, t in zip(document["predictions"], labels, strict=True)]))
     assert document["accuracy"] == pytest.approx(accuracy) and accuracy > 0.5
 
     text = invoke(cli, "predict", "--model", csv_model, path)

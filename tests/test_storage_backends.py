@@ -3,6 +3,7 @@ what a worker does when the database is unreachable or drops in the middle of a 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -130,10 +131,8 @@ class _Proxy:
         with self.lock:
             self.listener.close()
             for sock in self.sockets:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
             self.sockets.clear()
 
@@ -163,10 +162,8 @@ class _Proxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def _worker(url: str, study_file: Path, name: str, n_trials: int, *extra: str) -> subprocess.Popen[str]:

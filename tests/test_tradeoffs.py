@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke
 from tuner.convergence import estimate_convergence
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.pareto import best_within_budget, pareto_front
@@ -105,10 +108,6 @@ def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
 
 
 # --- the same features through the CLI, on the committed fixture ---------------------------------
-
-import json  # noqa: E402
-
-from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke  # noqa: E402
 
 
 def test_pareto_command_lists_the_front(cli, trained_study):
