@@ -102,16 +102,19 @@ def epoch_clock():
             self.train: list[float] = []
             self.total: list[float] = []
             self.cpu: list[float] = []
+            self._clock: Clock | None = None
+            self._train_done: float | None = None
 
         def on_epoch_begin(self, epoch, logs=None):
             self._clock = Clock()
             self._train_done = None
 
         def on_test_begin(self, logs=None):
-            if getattr(self, "_clock", None) is not None and self._train_done is None:
+            if self._clock is not None and self._train_done is None:
                 self._train_done = self._clock.read()[0]
 
         def on_epoch_end(self, epoch, logs=None):
+            assert self._clock is not None, "on_epoch_begin starts the clock"
             wall, cpu = self._clock.read()
             self.train.append(self._train_done if self._train_done is not None else wall)
             self.total.append(wall)

@@ -91,7 +91,7 @@ def main() -> None:
 
 def judge(runs: dict[str, list[dict[str, Any]]], *, mode: str, target: float, limit: float, data: str) -> dict[str, Any]:
     """Each arm's median over its runs, and tuner against the better rival."""
-    arms = {}
+    arms: dict[str, dict[str, Any]] = {}
     for arm, results in runs.items():
         times = [r["seconds_to_target"] if r["seconds_to_target"] is not None else math.inf for r in results]
         arms[arm] = {

@@ -25,9 +25,9 @@ os.environ.setdefault("TUNER_WORKERS", "1")
 # HYPOTHESIS_PROFILE names one outright; otherwise a true CI variable picks "ci". Properties that cost more per
 # example take a share of the count (tests.helpers.examples). No deadline: one example may call TensorFlow or
 # start the CLI, whose first call takes seconds. The function-scoped-fixture check stays off as the fuzz tests had it.
-_FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
-settings.register_profile("ci", max_examples=200, **_FUZZ)
-settings.register_profile("dev", max_examples=20, **_FUZZ)
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=_SUPPRESSED)
+settings.register_profile("dev", max_examples=20, deadline=None, suppress_health_check=_SUPPRESSED)
 _CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else "dev"))
 

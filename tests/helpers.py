@@ -10,10 +10,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from click.testing import CliRunner, Result
 from hypothesis import settings
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -107,7 +108,19 @@ def sqlite_file(url: str) -> str:
 def examples(share: float) -> settings:
     """Hypothesis settings with ``share`` of the loaded profile's example count (conftest.py registers the
     profiles): a property whose examples cost more (a CLI call, a training step) runs fewer than the cheap ones."""
-    return settings(max_examples=max(1, round(settings.default.max_examples * share)))
+    return settings(max_examples=max(1, round(settings().max_examples * share)))
+
+
+def piped(stream: IO[str] | None) -> IO[str]:
+    """A process's stdin, stdout or stderr that was opened with subprocess.PIPE (so never None)."""
+    assert stream is not None, "the stream was not piped"
+    return stream
+
+
+def objective_value(trial: FrozenTrial) -> float:
+    """A finished trial's objective value, for sorting trials by it."""
+    assert trial.value is not None, f"trial {trial.number} has no value"
+    return trial.value
 
 
 def spawn_worker(url: str, study_file: Path, name: str, n_trials: int, *extra: str) -> subprocess.Popen[str]:

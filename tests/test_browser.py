@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import invoke
+from tests.helpers import invoke, piped
 from tests.test_report import HISTORY, confusion, make_study, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.storage import load_study
@@ -105,7 +105,15 @@ def running_dashboard(storage_url: str):
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+
+    def stderr_once_exited() -> str:
+        return piped(process.stderr).read() if process.poll() is not None else ""
+
+    def forward_lines() -> None:
+        for line in piped(process.stdout):
+            lines.put(line)
+
+    threading.Thread(target=forward_lines, daemon=True).start()
     try:
         url = None
         deadline = time.monotonic() + WAIT
@@ -115,7 +123,7 @@ def running_dashboard(storage_url: str):
             except queue.Empty:
                 continue
             url = match.group(1) if match else None
-        assert url, f"tuner dashboard printed no URL (exit {process.poll()}): {process.stderr.read() if process.poll() is not None else ''}"
+        assert url, f"tuner dashboard printed no URL (exit {process.poll()}): {stderr_once_exited()}"
         with urllib.request.urlopen(url, timeout=WAIT) as response:
             assert response.status == 200
         yield url, process

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def test_seeds_are_bounded_to_what_numpy_accepts(cli, tiny_study_file, sqlite_ur
     assert not (tmp_path / "study.db").exists()  # refused before a trial could be left RUNNING
 
 
-def _mnist_arrays() -> dict[str, np.ndarray]:
+def _mnist_arrays() -> dict[str, Any]:  # Any: np.savez types **arrays as if one could be its allow_pickle flag
     names = {
         "x_train": "train-images-idx3-ubyte",
         "y_train": "train-labels-idx1-ubyte",

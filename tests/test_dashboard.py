@@ -115,7 +115,7 @@ def test_the_dashboard_shows_tuner_s_validation_accuracy_curves(tmp_path):
     api = dashboard.url.replace("/dashboard", "/api/studies/1")
     try:
         deadline = time.monotonic() + 20
-        graphs = []
+        graphs: list[dict] = []
         while len(graphs) < 2 and time.monotonic() < deadline:
             graphs = get_json(api).get("plotly_graph_objects", [])
             time.sleep(0.3)

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from tests.helpers import MNIST_SMALL, invoke, one_error_line
 from tuner.data import load_final_data
+from tuner.export import EpochProgress
 from tuner.records import epoch_log
 from tuner.selection import final_epochs, most_accurate
 from tuner.storage import mask_url
@@ -35,8 +36,9 @@ def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     assert result.exit_code == 0, result.output
 
     study = _study(url, name)
-    best = most_accurate(study.trials)
-    best, peak = best.trial, best  # the most accurate trial on validation, not the one of lowest loss
+    peak = most_accurate(study.trials)  # the most accurate trial on validation, not the one of lowest loss
+    assert peak is not None
+    best = peak.trial
     meta = json.loads((out / "model.json").read_text())
     assert meta["study_name"] == name and meta["storage"] == mask_url(url)
     assert meta["trial_number"] == best.number and meta["selected"] == "best"
@@ -79,8 +81,10 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     url, name = study_copy
     study = _study(url, name)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    chosen = next((t for t in complete if t.number != most_accurate(complete).trial.number), complete[0])
-    epochs = []
+    most = most_accurate(complete)
+    assert most is not None
+    chosen = next((t for t in complete if t.number != most.trial.number), complete[0])
+    epochs: list[EpochProgress] = []
     result = export_best(storage_url=url, trial_number=chosen.number, out=tmp_path / "chosen", refit_full=False, on_epoch=epochs.append)
 
     meta = json.loads(result.metadata_path.read_text())
@@ -88,7 +92,9 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     assert meta["params"] == chosen.params and result.params == chosen.params
     assert meta["training"]["n_samples"] == 2000  # the training part only: 1/6 of 2400 stays for validation
     assert all("val_xent" in row for row in meta["training"]["history"])
-    assert [e.epoch for e in epochs] == list(range(1, final_epochs(chosen) + 1))
+    planned = final_epochs(chosen)
+    assert planned is not None
+    assert [e.epoch for e in epochs] == list(range(1, planned + 1))
     assert result.test_accuracy == meta["test"]["accuracy"] and not result.replaced
     assert _study(url, name).user_attrs["export"]["trial"] == chosen.number
 

@@ -16,13 +16,14 @@ import struct
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import event, given
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import GifImagePlugin, Image, ImageDraw
 
 from tests.helpers import FIXTURES, examples, invoke, sqlite_file
 from tuner.errors import ConfigError, InputImageError, TunerError
@@ -232,8 +233,9 @@ def test_gif_headers_with_any_dimensions(tmp_path_factory, screen, frame, code_s
 
 def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     """A real bomb just over Pillow's pixel limit (where Pillow itself only warns) and a header claiming 4 gigapixels of RGBA."""
-    width = 10_000
-    height = Image.MAX_IMAGE_PIXELS // width + 1
+    width, limit = 10_000, Image.MAX_IMAGE_PIXELS
+    assert limit is not None, "Pillow's pixel limit is on by default"
+    height = limit // width + 1
     rows = (b"\x00" + bytes(width)) * height
     bomb = tmp_path / "bomb.png"
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
@@ -353,7 +355,7 @@ def test_animated_gif_reads_its_first_frame(tmp_path_factory, first, others, dur
     # Black and white only: GIF's palette keeps them exactly, so the first frame alone is the same picture.
     frames = [Image.fromarray(np.where(_digit_gray(i) > 127, 255, 0).astype(np.uint8)).resize((60, 60)) for i in (first, *others)]
     animated = _save(tmp, "animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    assert Image.open(animated).n_frames >= 1
+    assert cast(GifImagePlugin.GifImageFile, Image.open(animated)).n_frames >= 1
     assert _same(_outcome(animated), _outcome(_save(tmp, "first.png", frames[0])))
 
 
@@ -434,7 +436,7 @@ def test_predict_cli_on_fuzzed_files(tmp_path_factory, tiny_model, files):
 
 
 option_values = st.one_of(
-    st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40),  # argv cannot hold NUL
+    st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=40),  # argv cannot hold NUL
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
     st.sampled_from(
         [

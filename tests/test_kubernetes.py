@@ -431,7 +431,8 @@ def _local_stack(kubectl: str, folder: Path, server, *, name: str, study_file: P
         "TUNER_STUDY_FILE": str(study_file),
         "TUNER_DATA": str(MNIST_SMALL),
     }.items():
-        settings, count = re.subn(rf"(?m)^{key}=.*$", lambda _, line=f"{key}={value}": line, settings)
+        replacement = f"{key}={value}".replace("\\", "\\\\")  # a backslash in a replacement string starts an escape
+        settings, count = re.subn(rf"(?m)^{key}=.*$", replacement, settings)
         assert count == 1, key
     return render(kubectl, folder, "base", {"base/database.env": database, "app/settings.env": settings})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -22,7 +23,7 @@ def _run(cli, url, study_file, *extra):
 
 def _other_data(tmp_path: Path) -> Path:
     """The fixture as an .npz with one training label changed: other data, same shapes."""
-    arrays = {
+    arrays: dict[str, Any] = {  # Any: np.savez types **arrays as if one could be its allow_pickle flag
         key: read_idx(MNIST_SMALL / f"{stem}.gz")
         for key, stem in (
             ("x_train", "train-images-idx3-ubyte"),

@@ -15,7 +15,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from tests.helpers import invoke, sqlite_file
+from tests.helpers import invoke, objective_value, sqlite_file
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.report import TOP_TRIALS, build_report
@@ -138,7 +138,7 @@ def test_pruned_failed_and_running_trials(tmp_path):
         "Slice plots",
         "Contour: learning_rate vs units",
     )
-    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=objective_value)
     assert top_table_trial_numbers(page) == [t.number for t in complete[:TOP_TRIALS]]
     assert f"Top {TOP_TRIALS} trials" in page
 

@@ -28,7 +28,7 @@ import sqlalchemy
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, wait_for
+from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, piped, wait_for
 from tuner.errors import ConfigError, DataError, InputImageError, ModelError
 from tuner.runner import Tally
 
@@ -405,7 +405,7 @@ def test_a_role_without_rights_on_the_tables_gets_one_line_without_the_password(
 def test_dashboard_startup_hides_the_password_and_listens_on_loopback_only(account, interrupted_run, tmp_path):
     process = _tuner("dashboard", "--port", "0", url=account.url, cwd=tmp_path)
     try:
-        lines = [process.stdout.readline() for _ in range(2)]
+        lines = [piped(process.stdout).readline() for _ in range(2)]
         port = int(lines[1].split("http://127.0.0.1:")[1].split("/")[0])
         listening = [
             line.split()
@@ -445,7 +445,7 @@ def test_workers_that_lose_the_database_report_it_without_the_password(account, 
         with account.admin.connect() as connection:
             connection.exec_driver_sql(f"ALTER ROLE {quote(account.role)} NOLOGIN")
             connection.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (account.role,))
-        outputs = [workers.communicate(timeout=240), (plain.stdout.read(), plain_log.join(timeout=240))]
+        outputs = [workers.communicate(timeout=240), (piped(plain.stdout).read(), plain_log.join(timeout=240))]
         plain.wait(timeout=60)
     finally:
         with account.admin.connect() as connection:

@@ -54,7 +54,8 @@ def test_a_trial_failed_elsewhere_while_training_is_dropped_and_the_study_goes_o
     """Another worker's sweep failed the trial (a lost heartbeat): before the fix, the next report raised out of run_study."""
     from tuner.training import EpochMonitor
 
-    original, hit = EpochMonitor.on_epoch_end, []
+    original = EpochMonitor.on_epoch_end
+    hit: list[bool] = []
 
     def failed_elsewhere(self, epoch, logs=None):
         if self.trial is not None and self.trial.number == 0 and not hit:
@@ -103,7 +104,8 @@ def test_an_interrupted_trial_is_failed_requeued_and_not_counted(fast_study_file
     """N=3, interrupted during trial 1, resumed: 3 trials complete or pruned."""
     from tuner.training import EpochMonitor
 
-    original, fired = EpochMonitor.on_epoch_end, []
+    original = EpochMonitor.on_epoch_end
+    fired: list[bool] = []
 
     def interrupt(self, epoch, logs=None):
         if self.trial is not None and self.trial.number == 1 and not fired:

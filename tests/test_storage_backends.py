@@ -16,10 +16,10 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.helpers import MNIST_SMALL, invoke, spawn_worker
+from tests.helpers import MNIST_SMALL, invoke, objective_value, spawn_worker
 from tuner.config import resolve_run_config
 from tuner.errors import ConfigError
-from tuner.runner import Tally, prepare_study, run_study
+from tuner.runner import RunStart, Tally, prepare_study, run_study
 from tuner.storage import StudyLock, list_studies, load_study, open_storage
 
 
@@ -39,7 +39,7 @@ def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name)
     with pytest.raises(ConfigError, match="was created with seed 3, this run has 11"):
         run_study(_config(fast_study_file, storage_url, unique_name, 3, seed=11))
     # Without --seed it takes the study's, joins the existing study and tops it up to 3.
-    starts = []
+    starts: list[RunStart] = []
     second = run_study(_config(fast_study_file, storage_url, unique_name, 3), on_start=starts.append)
     assert (starts[0].n_finished_before, starts[0].n_baselines_enqueued, second.new_trials) == (2, 0, 1)
     study = load_study(storage_url, unique_name)
@@ -53,7 +53,7 @@ def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name)
     info = next(i for i in list_studies(storage_url) if i.name == unique_name)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert (info.n_trials, info.n_complete, info.n_running, info.n_fail) == (3, len(complete), 0, 3 - len(complete))
-    assert info.best_trial == min(complete, key=lambda t: t.value).number
+    assert info.best_trial == min(complete, key=objective_value).number
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # warning filters are not thread-safe
@@ -129,6 +129,7 @@ class _Proxy:
 
     def cut(self) -> None:
         with self.lock:
+            assert self.listener is not None, "restore() opened it"
             self.listener.close()
             for sock in self.sockets:
                 with contextlib.suppress(OSError):
@@ -186,7 +187,7 @@ def _wait_for_finished(url: str, name: str, count: int, process: subprocess.Pope
 def test_worker_rides_out_a_database_that_drops_and_comes_back(servers, tmp_path, fast_study_file, unique_name):
     direct = servers.url("postgresql")
     server = make_url(direct)
-    proxy = _Proxy((server.host, server.port or 5432))
+    proxy = _Proxy((server.host or "127.0.0.1", server.port or 5432))
     # Trust authentication ignores the password; it is here to show that it never reaches the output.
     proxied = server.set(port=proxy.port, password="s3cret-pw").render_as_string(hide_password=False)
     worker = _worker(proxied, fast_study_file, unique_name, 6)
@@ -207,7 +208,7 @@ def test_worker_rides_out_a_database_that_drops_and_comes_back(servers, tmp_path
 def test_worker_gives_up_cleanly_when_the_database_stays_away(servers, tmp_path, fast_study_file, unique_name):
     direct = servers.url("postgresql")
     server = make_url(direct)
-    proxy = _Proxy((server.host, server.port or 5432))
+    proxy = _Proxy((server.host or "127.0.0.1", server.port or 5432))
     proxied = server.set(port=proxy.port, password="s3cret-pw").render_as_string(hide_password=False)
     worker = _worker(proxied, fast_study_file, unique_name, 50, "--reconnect-timeout", "5")
     _wait_for_finished(direct, unique_name, 1, worker)
