@@ -26,6 +26,9 @@ from tests.test_report import HISTORY, confusion, make_study, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.storage import load_study
 
+# A real Chromium and `tuner dashboard` processes, on trained studies.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path(os.environ.get("TUNER_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("TUNER_CHROMEDRIVER", "/usr/bin/chromedriver"))
 CHROMIUM_FLAGS = (

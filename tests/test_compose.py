@@ -77,6 +77,7 @@ def test_compose_file_matches_the_compose_spec():
     assert list(validator.iter_errors(broken))  # the schema really is applied
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0 if shutil.which("docker") else True,
     reason="no docker compose plugin",
@@ -126,6 +127,7 @@ def test_service_command_is_a_tuner_command_and_its_settings_are_read(service):
     assert settings <= envvars, f"{service}: {settings - envvars} are read by no option of 'tuner {name}'"
 
 
+@pytest.mark.slow
 def test_env_example_provides_every_required_variable_and_env_is_ignored():
     text = COMPOSE.read_text()
     required = set(re.findall(r"\$\{(\w+):?\?", text))
@@ -150,6 +152,7 @@ def _start(spec: dict, extra_env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tuner", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_stack_services_run_as_processes(servers, fast_study_file, unique_name):
     server = make_url(servers.url("postgresql"))

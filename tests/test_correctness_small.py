@@ -22,6 +22,7 @@ from tuner.userdata import DataOptions
 from tuner.warmstart import warm_start_params
 
 
+@pytest.mark.slow
 def test_seeds_are_bounded_to_what_numpy_accepts(cli, tiny_study_file, sqlite_url, tmp_path):
     with pytest.raises(ConfigError, match="--seed must be between 0 and 4294967195"):
         resolve_run_config(study_file=tiny_study_file, seed=2**32 - 100)

@@ -141,6 +141,7 @@ def test_cli_dashboard_refuses_a_missing_database(cli, tmp_path):
     assert result.stderr.startswith("Error: no study database at") and not database.exists()
 
 
+@pytest.mark.slow
 def test_dashboard_does_not_import_tensorflow(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     make_study(url, complete=1)

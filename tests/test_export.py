@@ -27,6 +27,7 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     import keras
 
@@ -75,6 +76,7 @@ def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["best"]  # no temporary directory left behind
 
 
+@pytest.mark.slow
 def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     from tuner.export import export_best
 
@@ -99,6 +101,7 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     assert _study(url, name).user_attrs["export"]["trial"] == chosen.number
 
 
+@pytest.mark.slow
 def test_rerun_needs_force_and_failed_writes_keep_the_old_export(cli, study_copy, tmp_path, monkeypatch):
     import tuner.export
 
@@ -129,6 +132,7 @@ def test_rerun_needs_force_and_failed_writes_keep_the_old_export(cli, study_copy
     assert "replaced" in result.stdout and json.loads((out / "model.json").read_text())["trial_number"] == other
 
 
+@pytest.mark.slow
 def test_storage_problems_each_get_one_line(cli, study_copy, tmp_path):
     url, name = study_copy
     one_error_line(invoke(cli, "export-best", "--storage", f"sqlite:///{tmp_path / 'none.db'}"), 4, "no study database")
@@ -157,6 +161,7 @@ def test_study_without_a_finished_trial(cli, tmp_path):
     one_error_line(invoke(cli, "export-best", "--storage", url, "--trial", 0), 4, "trial 0", "FAIL")
 
 
+@pytest.mark.slow
 def test_output_paths_that_must_not_be_touched(cli, study_copy, tmp_path):
     url, _ = study_copy
     a_file = tmp_path / "notes.txt"
@@ -171,6 +176,7 @@ def test_output_paths_that_must_not_be_touched(cli, study_copy, tmp_path):
     assert _snapshot(other_dir) == {"thesis.tex": b"keep me too"}
 
 
+@pytest.mark.slow
 def test_missing_data_is_reported_before_training(cli, study_copy, tmp_path):
     url, _ = study_copy
     one_error_line(
@@ -179,6 +185,7 @@ def test_missing_data_is_reported_before_training(cli, study_copy, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_budget_export_records_within_budget_and_the_help_says_what_it_picks(cli, study_copy, tmp_path):
     url, _ = study_copy
     out = tmp_path / "budget"

@@ -506,6 +506,7 @@ def _study_state(url: str) -> tuple:
         )
 
 
+@pytest.mark.slow
 @FUZZ_CLI
 @given(
     option=st.sampled_from(["--study", "--trial", "--out", "--data", "--max-params", "--max-latency-ms", "--threads", "--storage"]),
@@ -525,6 +526,7 @@ def test_export_best_option_values(tmp_path_factory, monkeypatch, study_copy, op
     assert _study_state(url) == before
 
 
+@pytest.mark.slow
 @FUZZ_CLI
 @given(option=st.sampled_from(["--study", "--storage", "--out"]), value=option_values)
 def test_report_option_values(tmp_path_factory, monkeypatch, study_copy, option, value):
@@ -552,6 +554,7 @@ def test_report_option_values(tmp_path_factory, monkeypatch, study_copy, option,
     assert len(_study_state(url)[0]) == 6
 
 
+@pytest.mark.slow
 @FUZZ_CLI
 @given(option=st.sampled_from(["--study", "--storage", "--objectives"]), value=option_values, as_json=st.booleans())
 def test_pareto_option_values(tmp_path_factory, monkeypatch, study_copy, option, value, as_json):
@@ -579,6 +582,7 @@ def test_dashboard_option_values_fail_before_serving(tmp_path_factory, monkeypat
     assert not list(directory.iterdir())
 
 
+@pytest.mark.slow
 @FUZZ_CLI
 @given(host=option_values, port=st.one_of(st.integers(-5, 70_000), st.just(0)))
 def test_dashboard_binds_any_host_and_port_or_fails_with_one_line(study_copy, host, port):

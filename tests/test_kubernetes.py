@@ -167,6 +167,7 @@ def test_the_pinned_kubernetes_schema_is_bundled_offline():
         kubernetes_validate.validate({**service, "spec": {"ports": [{"port": 80}], "typo": 1}}, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_kustomization_renders_and_every_object_matches_the_kubernetes_schema(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization)
@@ -190,6 +191,7 @@ def test_standalone_manifest_matches_the_kubernetes_schema(manifest):
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.slow
 def test_a_missing_database_env_file_stops_the_render(kubectl, tmp_path):
     tree = tmp_path / "deploy"
     shutil.copytree(DEPLOY, tree, ignore=shutil.ignore_patterns("database.env"))
@@ -200,6 +202,7 @@ def test_a_missing_database_env_file_stops_the_render(kubectl, tmp_path):
 # --- Topology -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_nothing_is_exposed_outside_the_cluster(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization) + [d for path in STANDALONE for d in yaml.safe_load_all(path.read_text())]
@@ -215,6 +218,7 @@ def test_nothing_is_exposed_outside_the_cluster(kubectl, tmp_path, kustomization
         assert not any("hostPath" in volume for volume in spec.get("volumes", [])), workload["metadata"]["name"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_pods_run_as_non_root_with_requests_and_limits(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization) + [d for path in STANDALONE for d in yaml.safe_load_all(path.read_text())]
@@ -232,6 +236,7 @@ def test_pods_run_as_non_root_with_requests_and_limits(kubectl, tmp_path, kustom
             assert cpu_cores(resources["requests"]["cpu"]) <= cpu_cores(resources["limits"]["cpu"]), where
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_tensorflow_threads_follow_the_cpu_request(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization)
@@ -245,6 +250,7 @@ def test_tensorflow_threads_follow_the_cpu_request(kubectl, tmp_path, kustomizat
         assert container_environment(objects, template, container)["TUNER_THREADS"] == str(expected) and expected >= 1
 
 
+@pytest.mark.slow
 def test_topology_of_the_base(kubectl, tmp_path):
     objects = render(kubectl, tmp_path, "base")
     kinds = sorted(
@@ -316,6 +322,7 @@ def test_topology_of_the_base(kubectl, tmp_path):
     find(objects, "PersistentVolumeClaim", volumes[models["name"]]["persistentVolumeClaim"]["claimName"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_pods_share_the_compose_stacks_commands_and_settings(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization)
@@ -344,6 +351,7 @@ def test_pods_share_the_compose_stacks_commands_and_settings(kubectl, tmp_path, 
         assert k8s_settings <= envvars, f"{name}: {k8s_settings - envvars} are read by no option of 'tuner {container['command'][1]}'"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_no_secret_in_any_manifest(kubectl, tmp_path, kustomization):
     password = f"pw-{secrets.token_hex(8)}"
@@ -382,6 +390,7 @@ def test_no_secret_in_any_manifest(kubectl, tmp_path, kustomization):
 # --- Overlays -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gpu_overlay_gives_each_worker_pod_one_gpu_and_nothing_else(kubectl, tmp_path):
     base, gpu = render(kubectl, tmp_path, "base"), render(kubectl, tmp_path, "overlays/gpu")
     for workload, template in pod_templates(gpu):
@@ -401,6 +410,7 @@ def test_gpu_overlay_gives_each_worker_pod_one_gpu_and_nothing_else(kubectl, tmp
     assert environment["TUNER_THREADS"] == str(math.ceil(cpu_cores(tuner_container(workers)["resources"]["requests"]["cpu"])))
 
 
+@pytest.mark.slow
 def test_external_database_overlay_has_no_database_of_its_own(kubectl, tmp_path):
     objects = render(kubectl, tmp_path, "overlays/external-db")
     assert not [
@@ -494,6 +504,7 @@ def test_kubernetes_pods_run_as_processes(kubectl, servers, fast_study_file, uni
                 process.wait(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_wait_for_database_init_container_waits_for_the_server(kubectl, servers, tmp_path):
     if shutil.which("pg_isready") is None:

@@ -103,6 +103,7 @@ def test_conversion_centres_fits_and_inverts():
     assert np.allclose(mnist_style(1.0 - digit), field)  # dark ink on light paper reads the same
 
 
+@pytest.mark.slow
 def test_predicts_the_committed_digits(cli, digit_model):
     result = invoke(cli, "predict", "--model", digit_model, "--json", *DIGITS)
     assert result.exit_code == 0, result.output
@@ -115,6 +116,7 @@ def test_predicts_the_committed_digits(cli, digit_model):
     assert [p["digit"] for p in predictions] == [_label_and_index(p)[0] for p in DIGITS]
 
 
+@pytest.mark.slow
 def test_top_k_text_output(cli, digit_model):
     result = invoke(cli, "predict", "--model", digit_model, "--top", 3, DIGITS[0], DIGITS[3])
     assert result.exit_code == 0, result.output
@@ -128,6 +130,7 @@ def test_top_k_text_output(cli, digit_model):
         assert probabilities == sorted(probabilities, reverse=True)
 
 
+@pytest.mark.slow
 def test_npy_arrays_one_image_and_a_batch(cli, digit_model, test_images, tmp_path):
     import keras
 
@@ -168,6 +171,7 @@ def test_bad_models_each_get_one_line(cli, tmp_path):
     assert (tmp_path / "junk" / "model.keras").read_bytes() == b"\x00garbage"
 
 
+@pytest.mark.slow
 def test_bad_inputs_each_get_one_line(cli, digit_model, tmp_path):
     from PIL import Image
 

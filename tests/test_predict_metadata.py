@@ -17,6 +17,9 @@ from tuner.exportmeta import ExportMetadata
 from tuner.modelinputs import load_model_inputs
 from tuner.userdata import DataOptions
 
+# Every test uses a model trained and exported by a module fixture.
+pytestmark = pytest.mark.slow
+
 CSV = FIXTURES / "digits-7x7.csv"
 FOLDERS = FIXTURES / "digit-folders"
 

@@ -39,6 +39,7 @@ def _other_data(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_resume_with_another_seed_is_refused_and_omitting_it_uses_the_studys(cli, fast_study_file, sqlite_url):
     assert _run(cli, sqlite_url, fast_study_file, "--trials", 1, "--seed", 5, "--data", MNIST_SMALL).exit_code == 0
     one_error_line(_run(cli, sqlite_url, fast_study_file, "--trials", 2, "--seed", 6, "--data", MNIST_SMALL), 2, "seed 5", "this run has 6")
@@ -48,6 +49,7 @@ def test_resume_with_another_seed_is_refused_and_omitting_it_uses_the_studys(cli
     assert [t.user_attrs["seed"] for t in trials] == [5, 6]  # the seed each trial trained with: study seed + number
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -81,6 +83,7 @@ def test_a_joining_worker_takes_the_studys_heartbeat_and_a_disagreeing_flag_is_a
         prepare_study(resolve_run_config(**common, heartbeat_interval=2, grace_period=4))
 
 
+@pytest.mark.slow
 def test_export_uses_the_trials_seed_and_refuses_other_data_unless_allowed(cli, fast_study_file, sqlite_url, tmp_path):
     assert _run(cli, sqlite_url, fast_study_file, "--trials", 2, "--data", MNIST_SMALL).exit_code == 0
     study = optuna.load_study(study_name="fast", storage=sqlite_url)

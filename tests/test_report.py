@@ -85,6 +85,7 @@ HISTORY = [
 ]
 
 
+@pytest.mark.slow
 def test_report_of_a_tuner_run(trained_study, tmp_path):
     url, name = trained_study
     result = build_report(storage_url=url, out=tmp_path / "report.html")

@@ -330,6 +330,7 @@ def interrupted_run(account, tmp_path_factory):
     return cwd, process.returncode, stdout + stderr, worker_commands
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_run_progress_interrupt_and_worker_commands_hide_the_password(account, interrupted_run):
     cwd, code, output, worker_commands = interrupted_run
@@ -343,6 +344,7 @@ def test_run_progress_interrupt_and_worker_commands_hide_the_password(account, i
     assert not list(cwd.glob("pwned*"))
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_studies_export_report_and_pareto_hide_the_password(account, interrupted_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -401,6 +403,7 @@ def test_a_role_without_rights_on_the_tables_gets_one_line_without_the_password(
     assert account.password not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_dashboard_startup_hides_the_password_and_listens_on_loopback_only(account, interrupted_run, tmp_path):
     process = _tuner("dashboard", "--port", "0", url=account.url, cwd=tmp_path)
@@ -423,6 +426,7 @@ def test_dashboard_startup_hides_the_password_and_listens_on_loopback_only(accou
     assert account.password not in output
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_workers_that_lose_the_database_report_it_without_the_password(account, interrupted_run, tmp_path):
     """The role may no longer log in: the workers' and a plain run's retry logs and final errors stay masked."""

@@ -29,6 +29,7 @@ def _config(study_file, url, name, n_trials, **overrides):
     )
 
 
+@pytest.mark.slow
 def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name):
     first = run_study(_config(fast_study_file, storage_url, unique_name, 2))
     assert (first.n_finished, first.new_trials) == (2, 2)
@@ -183,6 +184,7 @@ def _wait_for_finished(url: str, name: str, count: int, process: subprocess.Pope
     raise AssertionError(f"{count} trials did not finish in time: {process.communicate(timeout=30)}")
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_worker_rides_out_a_database_that_drops_and_comes_back(servers, tmp_path, fast_study_file, unique_name):
     direct = servers.url("postgresql")
@@ -204,6 +206,7 @@ def test_worker_rides_out_a_database_that_drops_and_comes_back(servers, tmp_path
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_worker_gives_up_cleanly_when_the_database_stays_away(servers, tmp_path, fast_study_file, unique_name):
     direct = servers.url("postgresql")

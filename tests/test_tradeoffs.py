@@ -114,6 +114,7 @@ def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
 # --- the same features through the CLI, on the committed fixture ---------------------------------
 
 
+@pytest.mark.slow
 def test_pareto_command_lists_the_front(cli, trained_study):
     url, name = trained_study
     result = invoke(cli, "pareto", "--storage", url, "--study", name, "--json")
@@ -128,6 +129,7 @@ def test_pareto_command_lists_the_front(cli, trained_study):
     assert bad.exit_code == 2 and "unknown objectives" in bad.stderr
 
 
+@pytest.mark.slow
 def test_export_within_a_parameter_budget(cli, study_copy, tmp_path):
     url, name = study_copy
     study = optuna.load_study(study_name=name, storage=url)
@@ -143,6 +145,7 @@ def test_export_within_a_parameter_budget(cli, study_copy, tmp_path):
     assert both.exit_code == 2 and "cannot be combined" in both.stderr
 
 
+@pytest.mark.slow
 def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_path):
     url, name = trained_study
     new_url = f"sqlite:///{tmp_path / 'warm.db'}"
@@ -192,6 +195,7 @@ def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_
     assert missing.exit_code == 4 and "no study named 'nope'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_until_converged_stops_early_and_says_so(cli, tmp_path, sqlite_url):
     study_file = tmp_path / "converge.toml"
     study_file.write_text(TINY_STUDY.replace('name = "tiny"', 'name = "tiny"\nconvergence_window = 2\nconvergence_tolerance = 0.9'))

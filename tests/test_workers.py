@@ -31,6 +31,7 @@ def test_threads_are_split_between_workers():
     assert threads_per_worker(workers=2, threads=None) == max(1, usable_cpus() // 2)
 
 
+@pytest.mark.slow
 def test_workers_share_one_study_and_stop_at_exactly_n(cli, storage_url, fast_study_file, unique_name):
     result = invoke(
         cli,
@@ -61,6 +62,7 @@ def test_workers_share_one_study_and_stop_at_exactly_n(cli, storage_url, fast_st
     assert optuna.load_study(study_name=unique_name, storage=storage_url).user_attrs["tuner"]["seed"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_name):
@@ -99,6 +101,7 @@ def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_nam
     assert retry.state == TrialState.COMPLETE and retry.user_attrs.get("fail_reason") is None
 
 
+@pytest.mark.slow
 def test_sigterm_to_workers_parent_stops_and_reaps_every_worker(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study_file = tmp_path / "slow.toml"
