@@ -40,8 +40,9 @@ def _trials(url, name="tiny"):
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
+@pytest.mark.slow
 def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_url):
-    started = time.perf_counter()
+    # How long this takes (under 120 s) is measured by benchmarks/wall_clock.py, not asserted here.
     result = invoke(cli, "run", "--trials", 8, "--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL)
     assert result.exit_code == 0, result.output
     assert "8/8 finished" in result.stdout and "best trial #" in result.stdout
@@ -72,9 +73,9 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
         assert 0.0 < trial.user_attrs["val_accuracy"] <= 1.0
         assert 1 <= trial.user_attrs["best_epoch"] <= trial.params["epochs"]
         assert min(trial.intermediate_values.values()) == pytest.approx(trial.value)
-    assert time.perf_counter() - started < 120
 
 
+@pytest.mark.slow
 def test_resume_stops_at_the_total(cli, tiny_study_file, sqlite_url):
     args = ("--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
     assert invoke(cli, "run", "--trials", 3, *args).exit_code == 0
@@ -87,6 +88,7 @@ def test_resume_stops_at_the_total(cli, tiny_study_file, sqlite_url):
     assert not any(t.user_attrs.get("baseline") for t in _trials(sqlite_url))
 
 
+@pytest.mark.slow
 def test_environment_settings_and_flags_take_precedence(cli, tiny_study_file, tmp_path):
     env_url = f"sqlite:///{tmp_path / 'env.db'}"
     flag_url = f"sqlite:///{tmp_path / 'flag.db'}"
@@ -99,6 +101,7 @@ def test_environment_settings_and_flags_take_precedence(cli, tiny_study_file, tm
     assert listing.exit_code == 0 and "from-env" in listing.stdout and "from-flag" not in listing.stdout
 
 
+@pytest.mark.slow
 def test_studies_prints_a_long_name_whole_and_as_json(cli, tiny_study_file, sqlite_url):
     long_name = "a study name long enough to be wrapped by a narrow table " * 2
     args = ("--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
@@ -111,6 +114,7 @@ def test_studies_prints_a_long_name_whole_and_as_json(cli, tiny_study_file, sqli
     assert info["name"] == long_name and info["n_trials"] == 1 and info["n_complete"] + info["n_pruned"] + info["n_fail"] == 1
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_is_pruned_with_its_reason_so_the_sampler_learns_and_the_study_goes_on(cli, tmp_path, sqlite_url):
     study_file = tmp_path / "explode.toml"
     study_file.write_text(
@@ -166,6 +170,7 @@ def test_studies_on_missing_database_does_not_create_it(cli, tmp_path):
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.slow
 def test_default_storage_is_a_file_in_the_working_directory(cli, tiny_study_file, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke(cli, "run", "--trials", 1, "--study-file", tiny_study_file, "--data", MNIST_SMALL, "--no-baselines")
@@ -174,17 +179,17 @@ def test_default_storage_is_a_file_in_the_working_directory(cli, tiny_study_file
     assert f"SQLite file {tmp_path / 'tuner.db'}" in result.stderr.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_help_and_studies_do_not_import_tensorflow():
     code = (
         "import sys; from tuner.cli import main; from tuner import storage, config, runner; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tuner", "--help"], check=True, capture_output=True)
-    assert time.perf_counter() - started < 5
+    subprocess.run([sys.executable, "-m", "tuner", "--help"], check=True, capture_output=True)  # its time: benchmarks/wall_clock.py
 
 
+@pytest.mark.slow
 def test_ctrl_c_marks_the_running_trial_failed_and_exits_with_a_resume_hint(tmp_path, tiny_study_file):
     url = f"sqlite:///{tmp_path / 'interrupt.db'}"
     slow = tmp_path / "slow.toml"
@@ -230,6 +235,7 @@ def test_ctrl_c_marks_the_running_trial_failed_and_exits_with_a_resume_hint(tmp_
     assert TrialState.RUNNING not in states and TrialState.FAIL in states
 
 
+@pytest.mark.slow
 def test_a_database_error_after_opening_is_one_line_and_exit_4(cli, trained_study, tmp_path):
     import sqlite3
 

@@ -24,6 +24,9 @@ from sqlalchemy.engine import make_url
 from tests.helpers import invoke, one_error_line, spawn_worker, sqlite_file, wait_for
 from tuner.runner import Tally
 
+# Every fault is injected into real `tuner run` / export-best processes or trainings.
+pytestmark = pytest.mark.slow
+
 REQUIRED = os.environ.get("TUNER_REQUIRE_SERVERS") == "1"  # CI: a fault that cannot be injected fails, not skips
 
 
@@ -220,9 +223,8 @@ def test_full_and_read_only_disks_keep_the_previous_export_and_report(cli, train
 
     # Read-only: export-best refuses before it trains, report before it draws; both leave the old files.
     remount("ro")
-    started = time.perf_counter()
+    # That it refuses before training, within 20 s, is measured by benchmarks/wall_clock.py.
     one_error_line(invoke(cli, "export-best", "--storage", url, "--out", model, "--force", "--quiet"), 5, "read-only file system")
-    assert time.perf_counter() - started < 20  # no training happened first
     refused = invoke(cli, "report", "--storage", url, "--out", report)  # click's own writable check on --out answers first
     assert refused.exit_code == 2 and refused.stderr.strip().splitlines()[-1].endswith("is not writable."), refused.output
     one_error_line(invoke(cli, "export-best", "--storage", url, "--out", mount / "new", "--quiet"), 5, "read-only file system")
