@@ -13,8 +13,7 @@ import urllib.request
 import optuna
 import pytest
 
-from tests.helpers import invoke
-from tests.test_report import make_study
+from tests.helpers import invoke, make_study
 from tuner.dashboard import CURVES_OVER_TIME_ID, CURVES_PER_EPOCH_ID, CurvePublisher, prepare_dashboard
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.records import EPOCH_LOG_ATTR, EpochRecord

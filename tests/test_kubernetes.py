@@ -27,8 +27,7 @@ import yaml
 from kubernetes_validate.utils import all_versions
 from sqlalchemy.engine import make_url
 
-from tests.helpers import MNIST_SMALL
-from tests.test_compose import ENV_EXAMPLE, _free_port, _get_json, _study_exists, compose, read_env_file
+from tests.helpers import ENV_EXAMPLE, MNIST_SMALL, compose, free_port, poll_json, read_env_file, study_exists
 from tuner.cli import main
 from tuner.runner import Tally
 
@@ -472,15 +471,15 @@ def test_kubernetes_pods_run_as_processes(kubectl, servers, fast_study_file, uni
     dashboard = None
     try:
         deadline = time.time() + 120
-        while not _study_exists(storage, unique_name):
+        while not study_exists(storage, unique_name):
             assert time.time() < deadline and all(w.poll() is None for w in workers), [w.communicate() for w in workers]
             time.sleep(0.5)
         # Loopback and a free port instead of 0.0.0.0:8080: the test's only changes to the dashboard pod.
-        port = _free_port()
+        port = free_port()
         dashboard_template = find(objects, "Deployment", "tuner-dashboard")["spec"]["template"]
         dashboard = _run_pod_process(objects, dashboard_template, {"TUNER_DASHBOARD_HOST": "127.0.0.1", "TUNER_DASHBOARD_PORT": str(port)})
         probe = tuner_container(dashboard_template)["readinessProbe"]["httpGet"]["path"]
-        studies = _get_json(f"http://127.0.0.1:{port}{probe}", dashboard)  # the readiness probe's request answers
+        studies = poll_json(f"http://127.0.0.1:{port}{probe}", dashboard)  # the readiness probe's request answers
         assert unique_name in [study["study_name"] for study in studies["study_summaries"]]
         outputs = [w.communicate(timeout=240) for w in workers]
         assert [w.returncode for w in workers] == [0] * len(workers), outputs  # exit 0: the Job counts the pod as succeeded
@@ -513,7 +512,7 @@ def test_wait_for_database_init_container_waits_for_the_server(kubectl, servers,
             pytest.fail(f"{reason} (TUNER_REQUIRE_SERVERS=1)")
         pytest.skip(reason)
     server = make_url(servers.url("postgresql"))
-    closed_port = _free_port()  # nothing listens there
+    closed_port = free_port()  # nothing listens there
     for kind, name in (("Job", "tuner-workers"), ("Deployment", "tuner-dashboard")):
         for port, should_wait in ((server.port or 5432, False), (closed_port, True)):
             database = f"POSTGRES_USER=u\nPOSTGRES_PASSWORD=p\nPOSTGRES_DB=d\nPOSTGRES_HOST={server.host}\nPOSTGRES_PORT={port}\n"

@@ -2,87 +2,29 @@
 
 from __future__ import annotations
 
-import json
-import random
 import re
 import sqlite3
 from collections import Counter
-from pathlib import Path
 
 import optuna
 import plotly.offline
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from tests.helpers import invoke, objective_value, sqlite_file
+from tests.helpers import TRAINING_HISTORY, confusion, invoke, make_study, objective_value, sqlite_file, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.report import TOP_TRIALS, build_report
 from tuner.storage import load_study
 
-# The parts of tuner's search space the report cares about; units only exists with hidden layers.
-DISTRIBUTIONS = {
-    "n_layers": IntDistribution(0, 2),
-    "units": IntDistribution(16, 64, log=True),
-    "dropout": FloatDistribution(0.0, 0.4),
-    "learning_rate": FloatDistribution(1e-4, 0.3, log=True),
-    "optimizer": CategoricalDistribution(["sgd", "adam"]),
-}
 HISTORY_TITLE = "Optimization history (best so far)"
 CURVES_TITLE = "Validation loss per epoch (pruning curves)"
-
-
-def make_study(
-    url: str, *, complete: int = 0, pruned: int = 0, failed: int = 0, running: int = 0, name: str = "synthetic", seed: int = 0
-) -> optuna.Study:
-    """A study as ``tuner run`` leaves it, written straight through Optuna (no training needed)."""
-    rng = random.Random(seed)
-    study = optuna.create_study(study_name=name, storage=url, direction="minimize")
-    states = [TrialState.COMPLETE] * complete + [TrialState.PRUNED] * pruned + [TrialState.FAIL] * failed + [TrialState.RUNNING] * running
-    for state in states:
-        params = {"n_layers": rng.randint(0, 2), "learning_rate": 10 ** rng.uniform(-4, -0.6), "optimizer": rng.choice(["sgd", "adam"])}
-        if params["n_layers"]:
-            params.update(units=rng.randint(16, 64), dropout=rng.uniform(0, 0.4))
-        epochs = {TrialState.COMPLETE: 3, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 1}[state]
-        curve = {step: rng.uniform(0.3, 2.5) / step for step in range(1, epochs + 1)}
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=state,
-                params=params,
-                distributions={name: DISTRIBUTIONS[name] for name in params},
-                value=min(curve.values()) if state == TrialState.COMPLETE else None,
-                intermediate_values=curve,
-                user_attrs={"val_accuracy": rng.uniform(0.5, 0.95)} if state == TrialState.COMPLETE else {},
-            )
-        )
-    return study
 
 
 def top_table_trial_numbers(page: str) -> list[int]:
     table = re.search(r'<table class="trials">.*?</table>', page, re.S)
     assert table, "no top-trials table"
     return [int(number) for number in re.findall(r"<tr><td>(\d+)", table.group(0))]
-
-
-def write_export(study: optuna.Study, directory: Path, model_json: object | None, record: object = "default") -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    if model_json is not None:
-        (directory / "model.json").write_text(model_json if isinstance(model_json, str) else json.dumps(model_json))
-    if record == "default":
-        record = {"path": str(directory), "trial": study.best_trial.number, "test_accuracy": 0.9123}
-    study.set_user_attr("export", record)
-
-
-def confusion(n: int = 10) -> list[list[int]]:
-    return [[50 if i == j else (i + j) % 3 for j in range(n)] for i in range(n)]
-
-
-HISTORY = [
-    {"epoch": 1, "loss": 0.9, "accuracy": 0.71},
-    {"epoch": 2, "loss": 0.5, "accuracy": 0.85},
-    {"epoch": 3, "loss": 0.4, "accuracy": 0.88},
-]
 
 
 @pytest.mark.slow
@@ -185,8 +127,8 @@ def test_a_single_completed_trial(tmp_path):
 @pytest.mark.parametrize(
     "layout",
     [
-        {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": HISTORY},
-        {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": HISTORY}},
+        {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": TRAINING_HISTORY},
+        {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": TRAINING_HISTORY}},
     ],
     ids=["flat", "nested"],
 )
@@ -212,7 +154,7 @@ def test_final_model_section(tmp_path, layout):
         ("{not json", "default", "model.json is unreadable", 0.9123),
         ([1, 2, 3], "default", "model.json does not hold a JSON object", 0.9123),
         (
-            {"confusion_matrix": [[1, 2], [3]], "history": HISTORY},
+            {"confusion_matrix": [[1, 2], [3]], "history": TRAINING_HISTORY},
             "default",
             "Confusion matrix (test set): model.json holds no square numeric",
             0.9123,
