@@ -18,11 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Optuna's advice (fixed values outside a range, heartbeats outside optimize) is noise in a benchmark's output.
 warnings.filterwarnings("ignore", message=r"(Fixed parameter .* out of range|Heartbeat of storage|.*is experimental)")
-
-import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_DATA = os.environ.get("TUNER_DATA", "/work/shared/data/mnist")
@@ -102,16 +102,19 @@ def epoch_clock():
             self.train: list[float] = []
             self.total: list[float] = []
             self.cpu: list[float] = []
+            self._clock: Clock | None = None
+            self._train_done: float | None = None
 
         def on_epoch_begin(self, epoch, logs=None):
             self._clock = Clock()
             self._train_done = None
 
         def on_test_begin(self, logs=None):
-            if getattr(self, "_clock", None) is not None and self._train_done is None:
+            if self._clock is not None and self._train_done is None:
                 self._train_done = self._clock.read()[0]
 
         def on_epoch_end(self, epoch, logs=None):
+            assert self._clock is not None, "on_epoch_begin starts the clock"
             wall, cpu = self._clock.read()
             self.train.append(self._train_done if self._train_done is not None else wall)
             self.total.append(wall)

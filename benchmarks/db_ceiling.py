@@ -99,7 +99,7 @@ def main() -> None:
             found,
             trial_seconds=args.trial_seconds,
             budget=args.budget,
-            max_connections=server["max_connections"],
+            max_connections=server["max_connections"] if server else None,
             server_cores=os.cpu_count() or 1,
         )
         for backend, found in ceilings.items()
@@ -144,11 +144,10 @@ def measure_arm(
                 text=True,
                 cwd=ROOT,
             )
-            process.stdin.write(json.dumps({**spec, "result": str(result)}) + "\n")
-            process.stdin.flush()
+            _tell(process, json.dumps({**spec, "result": str(result)}))
             processes.append((process, result, stderr))
         for process, _, stderr in processes:  # every client has joined the study before any takes a trial
-            if process.stdout.readline().strip() != "ready":
+            if _listen(process) != "ready":
                 # (For example PostgreSQL's max_connections reached.) The arm fails; the others still run.
                 stderr.seek(0)
                 lines = stderr.read().strip().splitlines() or ["no output"]
@@ -163,18 +162,17 @@ def measure_arm(
         sampler = _ServerSampler(admin_url, fresh.database) if database_backend == "postgresql" else None
         started = time.perf_counter()
         for process, _, _ in processes:
-            process.stdin.write("go\n")
-            process.stdin.flush()
+            _tell(process, "go")
         exit_codes = [process.wait() for process, _, _ in processes]
         wall = time.perf_counter() - started
         server = sampler.stop() if sampler else None
         proxy_cpu = process_cpu_seconds(proxy["pid"]) if proxy else None
         errors = []
-        for (process, _, stderr), code in zip(processes, exit_codes):
+        for (_, _, stderr), code in zip(processes, exit_codes, strict=True):
             if code != 0:
                 stderr.seek(0)
                 errors.append(stderr.read().strip().splitlines()[-1:])
-        results = [json.loads(result.read_text()) for (_, result, _), code in zip(processes, exit_codes) if code == 0]
+        results = [json.loads(result.read_text()) for (_, result, _), code in zip(processes, exit_codes, strict=True) if code == 0]
         summary = summarize(results, audit(url, trials), server, proxy_cpu)
         return {
             "backend": backend,
@@ -202,12 +200,24 @@ def _proxy(url: str, log: Path):
             text=True,
             cwd=ROOT,
         )
-    process.stdin.write(json.dumps({"url": url, "port": port}) + "\n")
-    process.stdin.flush()
+    _tell(process, json.dumps({"url": url, "port": port}))
     try:
         yield {"host": "127.0.0.1", "port": port, "pid": process.pid}
     finally:
         _stop([process])
+
+
+def _tell(process: subprocess.Popen, line: str) -> None:
+    """One line to a client or proxy on its stdin, which is always a pipe here."""
+    assert process.stdin is not None
+    process.stdin.write(line + "\n")
+    process.stdin.flush()
+
+
+def _listen(process: subprocess.Popen) -> str:
+    """A client's next line on its stdout (a pipe), without the newline."""
+    assert process.stdout is not None
+    return process.stdout.readline().strip()
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -422,7 +432,7 @@ def extrapolate(
         else None,
     }
     limits = {name: value for name, value in bounds.items() if value is not None and name != "measured_ceiling_of_this_machine"}
-    binding = min(limits, key=limits.get) if limits else None
+    binding = min(limits, key=limits.__getitem__) if limits else None
     return {
         "trial_seconds": trial_seconds,
         "coordination_budget_ms": round(1000 * budget * trial_seconds, 1),
@@ -440,8 +450,8 @@ def server_settings(admin_url: str) -> dict[str, Any]:
 
     engine = sqlalchemy.create_engine(admin_url)
     with engine.connect() as connection:
-        version = connection.execute(sqlalchemy.text("SHOW server_version")).scalar()
-        limit = connection.execute(sqlalchemy.text("SHOW max_connections")).scalar()
+        version = connection.execute(sqlalchemy.text("SHOW server_version")).scalar_one()
+        limit = connection.execute(sqlalchemy.text("SHOW max_connections")).scalar_one()
     engine.dispose()
     return {"postgresql": version, "max_connections": int(limit)}
 

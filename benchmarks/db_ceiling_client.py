@@ -11,6 +11,7 @@ sampler and pruner, and a trial that reports, prune-checks and records what a re
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import sys
@@ -89,20 +90,25 @@ class _Timings:
         if self.current is not None and self.current["hold_ms"] is None:
             self.current["hold_ms"] = ms(time.perf_counter() - self.current["acquired"])
 
+    def record(self) -> dict[str, Any]:
+        """The timings of the trial between its lock and its end: the hooks below run only inside that span."""
+        assert self.current is not None, "a trial hook ran outside a trial"
+        return self.current
+
     def objective_ended(self) -> None:
-        self.current["objective_end"] = time.perf_counter()
-        self.current["gc_ms"] = 0.0
+        record = self.record()
+        record["objective_end"] = time.perf_counter()
+        record["gc_ms"] = 0.0
 
     def after_trial_started(self) -> None:
         now = time.perf_counter()
-        self.current["tell_ms"] = (
-            ms(now - self.current["objective_end"]) - self.current["gc_ms"]
-        )  # Optuna's gc.collect() is not the storage's
-        self.current["after_started"] = now
+        record = self.record()
+        record["tell_ms"] = ms(now - record["objective_end"]) - record["gc_ms"]  # Optuna's gc.collect() is not the storage's
+        record["after_started"] = now
 
     def trial_finished(self, state: str) -> None:
         now = time.perf_counter()
-        record = self.current
+        record = self.record()
         record.update(after_ms=ms(now - record.pop("after_started")), wall_ms=ms(now - record.pop("requested")), state=state)
         for key in ("acquired", "objective_end"):
             record.pop(key)
@@ -182,7 +188,7 @@ class SleepingObjective:
         self.timings = timings
 
     def __call__(self, trial) -> float:
-        record = self.timings.current
+        record = self.timings.record()
         record["sleep_ms"] = 0.0
         try:
             return self._train(trial, record)
@@ -232,7 +238,7 @@ class SleepingObjective:
 def mlp_parameters(params: dict[str, Any]) -> int:
     """Weights and biases of the MLP these parameters describe, on MNIST's 784 pixels and 10 classes."""
     widths = [INPUT_PIXELS] + [params["units"]] * params["n_layers"] + [CLASSES]
-    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
 def validation_curve(seed: int, epochs: int) -> list[float]:
@@ -257,6 +263,7 @@ def run_client(spec: dict[str, Any]) -> None:
         storage_url=spec["url"], study_name=STUDY, n_trials=spec["trials"], heartbeat_interval=spec["heartbeat"], baselines=False
     )
     timings = _Timings()
+    study_storage: optuna.storages.BaseStorage
     if spec["grpc"]:
         # The lock needs a session of its own on the database; everything else goes through the proxy.
         lock_storage = open_storage(spec["url"], heartbeat_interval=None, grace_period=None)

@@ -45,7 +45,7 @@ def main() -> None:
 def _timed(command: list[str], *, cwd: str, env: dict[str, str]) -> float:
     print(f"[full_search] {' '.join(command[1:])}", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    completed = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = round(time.perf_counter() - started, 1)
     if completed.returncode:
         raise SystemExit(f"{' '.join(command[1:3])} failed with exit code {completed.returncode}:\n{completed.stderr[-3000:]}")

@@ -103,7 +103,16 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     m = results.get("memory", {})
     if "growth_mb_after_trial_10" in m:
         add("5", f"RSS growth after trial 10 over {m['trials']} trials, MB", m["growth_mb_after_trial_10"], "< 150", lambda v: v < 150)
-    s = results.get("storage_scale", {})
+    _storage_scale_figures(results.get("storage_scale", {}), add)
+    if "workers" in results and "error" not in results["workers"]:
+        add("7", "parallel workers (benchmarks/workers.py)", "see results/workers.json", "-", None)
+    for name, r in results.items():
+        if "error" in r:
+            add("-", f"{name} failed", r["error"], "-", None)
+    return rows
+
+
+def _storage_scale_figures(s: dict[str, Any], add: Callable[[str, str, Any, str, Callable[[Any], bool] | None], None]) -> None:
     for backend, sizes in s.get("backends", {}).items():
         if "skipped" in sizes:
             add("6", f"{backend}: skipped", sizes["skipped"], "-", None)
@@ -116,12 +125,6 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "< 50 at 10000",
                 (lambda v: v < 50) if size == "10000" else None,
             )
-    if "workers" in results and "error" not in results["workers"]:
-        add("7", "parallel workers (benchmarks/workers.py)", "see results/workers.json", "-", None)
-    for name, r in results.items():
-        if "error" in r:
-            add("-", f"{name} failed", r["error"], "-", None)
-    return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import FreshStorage, machine
 
@@ -156,12 +157,12 @@ def _memory(samples: list[dict], n_trials: int) -> dict:
     """Per worker: RSS after the warm-up, at the end, the peak, and the least-squares growth per 100 trials."""
     warm = [s for s in samples if s["finished"] >= WARM_UP_SHARE * n_trials and s["workers_mb"]]
     workers = sorted({pid for s in warm for pid in s["workers_mb"]})
-    report = {}
+    report: dict[str, Any] = {}
     for index, pid in enumerate(workers):
         points = [(s["finished"], s["workers_mb"][pid]) for s in warm if s["workers_mb"].get(pid)]
         if len(points) < 2:
             continue
-        xs, ys = zip(*points)
+        xs, ys = zip(*points, strict=True)
         mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
         spread = sum((x - mean_x) ** 2 for x in xs) or 1.0
         slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread

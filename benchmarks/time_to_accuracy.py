@@ -29,6 +29,7 @@ Two modes:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +82,8 @@ def main() -> None:
                 if arm == "tuner" and args.export and args.mode == "budget":
                     run["export"] = export_best(args, Path(tmp))
             runs[arm].append(run)
-            print(
-                f"[time_to_accuracy] {arm} seed {seed}: {json.dumps({k: run[k] for k in ('seconds_to_target', 'best_accuracy', 'epochs', 'trials')})}",
-                file=sys.stderr,
-                flush=True,
-            )
+            scores = {k: run[k] for k in ("seconds_to_target", "best_accuracy", "epochs", "trials")}
+            print(f"[time_to_accuracy] {arm} seed {seed}: {json.dumps(scores)}", file=sys.stderr, flush=True)
     # Each run keeps its own file: the figures are medians over runs made on different days.
     stamp = time.strftime("%Y%m%d-%H%M%S")
     emit(f"time_to_accuracy_{args.mode}_{stamp}", judge(runs, mode=args.mode, target=args.target, limit=limit, data=args.data), args.out)
@@ -92,7 +91,7 @@ def main() -> None:
 
 def judge(runs: dict[str, list[dict[str, Any]]], *, mode: str, target: float, limit: float, data: str) -> dict[str, Any]:
     """Each arm's median over its runs, and tuner against the better rival."""
-    arms = {}
+    arms: dict[str, dict[str, Any]] = {}
     for arm, results in runs.items():
         times = [r["seconds_to_target"] if r["seconds_to_target"] is not None else math.inf for r in results]
         arms[arm] = {
@@ -138,26 +137,25 @@ def run_arm(arm: str, args, *, seed: int, limit: float, workdir: Path) -> dict[s
     if arm == "tuner":
         command = [sys.executable, "-m", "tuner", "run", "--timeout", f"{limit:g}", "--data", str(Path(args.data).resolve())]
         command += ["--seed", str(seed)] if seed else []
-        read = lambda: tuner_epochs(workdir / "tuner.db")  # noqa: E731  (one-line reader per arm)
+        read: Callable[[], list[dict[str, Any]]] = functools.partial(tuner_epochs, workdir / "tuner.db")
     else:
         events = workdir / "events.jsonl"
         command = [sys.executable, "-m", "benchmarks.time_to_accuracy", "--child", arm, "--events", str(events)]
         command += ["--data", str(Path(args.data).resolve()), "--seed", str(seed), "--threads", str(args.threads)]
-        read = lambda: rival_epochs(events)  # noqa: E731
+        read = functools.partial(rival_epochs, events)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_")}
     env.update(TUNER_ENV_FILE="", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     print(f"[time_to_accuracy] {arm} seed {seed}: up to {limit:.0f} s", file=sys.stderr, flush=True)
     launched = time.time()
-    log = open(workdir / "arm.log", "wb")
-    child = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        while child.poll() is None and time.time() - launched < limit:
-            time.sleep(POLL_S)
-            if args.mode == "first" and any(e["val_accuracy"] >= args.target for e in read()):
-                break
-    finally:
-        _stop(child)
-        log.close()
+    with open(workdir / "arm.log", "wb") as log:
+        child = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while child.poll() is None and time.time() - launched < limit:
+                time.sleep(POLL_S)
+                if args.mode == "first" and any(e["val_accuracy"] >= args.target for e in read()):
+                    break
+        finally:
+            _stop(child)
     result = summarize(read(), launched=launched, limit=limit, target=args.target)
     result.update(seed=seed, exit_code=child.returncode, command=" ".join(command[1:]) if arm == "tuner" else arm)
     if not result["epochs"]:
@@ -401,7 +399,7 @@ def run_kerastuner(data, spec, seed: int, log: EpochLog, *, workdir: Path) -> No
             project_name=f"round{round_}",
             overwrite=True,
         )
-        logger = epoch_logger(log, lambda: f"{round_}/{current['trial']}")
+        logger = epoch_logger(log, lambda round_=round_: f"{round_}/{current['trial']}")
         tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), callbacks=[stop_early, logger], verbose=0)
 
 

@@ -98,7 +98,9 @@ def _measure(url: str, workers: int, args, study_file: Path) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"{command} failed ({result.returncode}): {result.stderr[-2000:]}")
     trials = optuna.load_study(study_name="bench", storage=url).get_trials(deepcopy=False)
-    window = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    window = (max(ends) - min(starts)).total_seconds()
     train = sorted(t.user_attrs.get("train_seconds", 0.0) for t in trials)
     return {
         "finished": len(trials),

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tuner.data import read_idx  # noqa: E402
+from tuner.data import read_idx  # noqa: E402 - after the sys.path line, so the script runs from a checkout without installing tuner
 
 N_FIXTURE_TEST = 600
 STYLES = ("mnist", "large", "inverted", "photo", "photo", "blue-ink", "inverted-bmp", "transparent", "photo", "photo")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tuner.data import read_idx  # noqa: E402
+from tuner.data import read_idx  # noqa: E402 - after the sys.path line, so the script runs from a checkout without installing tuner
 
 ROOT = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -34,7 +34,7 @@ def main() -> None:
     with (ROOT / "digits-7x7.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([f"p{i}" for i in range(49)] + ["digit"])
-        for row, label in zip(pooled.reshape(600, 49), labels[:600]):
+        for row, label in zip(pooled.reshape(600, 49), labels[:600], strict=True):
             writer.writerow([f"{v:.1f}" for v in row] + [NAMES[label]])
 
     folders = ROOT / "digit-folders"

@@ -1,4 +1,5 @@
-"""Shared fixtures: the committed MNIST cut, tiny study files, an in-process CLI runner, a trained study."""
+"""Fixtures and hooks only: the committed MNIST cut, tiny study files, an in-process CLI runner, a trained study,
+databases on the servers, and the Hypothesis profiles. What tests import lives in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import make_url
+
+from tests.helpers import FAST_STUDY, MNIST_SMALL, SERVER_ADMIN_URLS, TINY_STUDY, sqlite_file
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # A developer's ./.env (the compose stack's, say) must not change what the tests run; tests/test_envfile.py turns it back on.
@@ -17,36 +21,15 @@ os.environ.setdefault("TUNER_ENV_FILE", "")
 # (tests/test_workers.py, and the default's own test in tests/test_cli_run.py).
 os.environ.setdefault("TUNER_WORKERS", "1")
 
-FIXTURES = Path(__file__).parent / "fixtures"
-MNIST_SMALL = FIXTURES / "mnist-small"
-
-# Small enough that a trial takes about a second on the fixture, varied enough that the median pruner prunes.
-TINY_STUDY = """
-[study]
-name = "tiny"
-
-[pruner]
-kind = "median"
-n_startup_trials = 2
-n_warmup_steps = 0
-
-[sampler]
-seed = 1
-n_startup_trials = 4
-
-[training]
-patience = 2
-
-[space]
-n_layers = { low = 0, high = 2 }
-units = { low = 16, high = 64, log = true }
-dropout = { low = 0.0, high = 0.4 }
-batch_size = { choices = [64, 128] }
-epochs = { low = 2, high = 3 }
-learning_rate = { low = 1e-4, high = 0.3, log = true }
-optimizer = { choices = ["sgd", "sgd_momentum", "rmsprop", "adam"] }
-l2 = { low = 1e-8, high = 1e-3, log = true }
-"""
+# Hypothesis: "ci" runs the full example counts, "dev" (the default) a tenth of them for the everyday loop.
+# HYPOTHESIS_PROFILE names one outright; otherwise a true CI variable picks "ci". Properties that cost more per
+# example take a share of the count (tests.helpers.examples). No deadline: one example may call TensorFlow or
+# start the CLI, whose first call takes seconds. The function-scoped-fixture check stays off as the fuzz tests had it.
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=_SUPPRESSED)
+settings.register_profile("dev", max_examples=20, deadline=None, suppress_health_check=_SUPPRESSED)
+_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else "dev"))
 
 
 @pytest.fixture
@@ -71,23 +54,6 @@ def cli() -> CliRunner:
     return CliRunner()
 
 
-def invoke(runner: CliRunner, *args: str, env: dict[str, str] | None = None):
-    """Run the real CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
-    from tuner.cli import main
-
-    return runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
-
-
-def one_error_line(result, code: int, *fragments: str) -> str:
-    """Assert a CLI result failed with ``code`` and exactly one 'Error: ' line on stderr holding every fragment."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.fixture(scope="session")
 def trained_study(tmp_path_factory) -> tuple[str, str]:
     """A finished 6-trial study on the fixture, shared read-only by tests: (storage URL, study name)."""
@@ -108,7 +74,7 @@ def study_copy(trained_study, tmp_path) -> tuple[str, str]:
     """A private copy of the shared trained study: exporting writes a study attribute."""
     url, name = trained_study
     copy = tmp_path / "copy.db"
-    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
+    with sqlite3.connect(sqlite_file(url)) as source, sqlite3.connect(copy) as target:
         source.backup(target)  # consistent even with the WAL the storage uses
     return f"sqlite:///{copy}", name
 
@@ -116,38 +82,7 @@ def study_copy(trained_study, tmp_path) -> tuple[str, str]:
 # --- Database servers (PostgreSQL, MariaDB/MySQL) -------------------------------------------------------------
 # Each test session gets fresh databases tuner_test_<random> on the servers and drops them at the end. A
 # server that does not answer skips its tests, unless TUNER_REQUIRE_SERVERS=1 (CI), where they fail.
-# TUNER_TEST_POSTGRES / TUNER_TEST_MYSQL point at other servers (an admin URL with any existing database).
-
-SERVER_ADMIN_URLS = {
-    "postgresql": os.environ.get("TUNER_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
-    "mysql": os.environ.get("TUNER_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test"),
-}
-
-# Fast enough that several workers finish a study in seconds: softmax regression, one epoch, no pruning.
-FAST_STUDY = """
-[study]
-name = "fast"
-baselines = false
-portfolio = false
-
-[pruner]
-kind = "none"
-
-[sampler]
-kind = "random"
-seed = 3
-
-[training]
-patience = 0
-
-[space]
-n_layers = 0
-epochs = 1
-batch_size = 128
-learning_rate = { low = 1e-3, high = 0.3, log = true }
-optimizer = { choices = ["sgd", "adam"] }
-l2 = { low = 1e-8, high = 1e-3, log = true }
-"""
+# tests.helpers.SERVER_ADMIN_URLS says which servers.
 
 
 class _Servers:
@@ -160,7 +95,6 @@ class _Servers:
 
     def create(self) -> None:
         import sqlalchemy
-        from sqlalchemy.engine import make_url
 
         for backend, admin_url in SERVER_ADMIN_URLS.items():
             try:
@@ -169,9 +103,8 @@ class _Servers:
                     connection.exec_driver_sql(f"CREATE DATABASE {self.database}")
                 engine.dispose()
             except Exception as exc:  # the reason is reported by the skip or failure of every test that needs it
-                self.problems[backend] = (
-                    f"{backend} server at {make_url(admin_url).render_as_string(hide_password=True)} unavailable: {str(exc).splitlines()[0]}"
-                )
+                where = make_url(admin_url).render_as_string(hide_password=True)
+                self.problems[backend] = f"{backend} server at {where} unavailable: {str(exc).splitlines()[0]}"
                 continue
             self.urls[backend] = make_url(admin_url).set(database=self.database).render_as_string(hide_password=False)
 

@@ -13,7 +13,7 @@ from benchmarks.db_ceiling_client import mlp_parameters, validation_curve
 from benchmarks.run_all import figures
 from benchmarks.storage_scale import EPOCHS, _bookkeeping, _fill, _study
 from benchmarks.time_to_accuracy import judge, summarize
-from tests.conftest import SERVER_ADMIN_URLS
+from tests.helpers import SERVER_ADMIN_URLS
 
 
 def _epochs(*epochs: tuple[float, float, int]) -> list[dict]:

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke
-from tests.test_report import HISTORY, confusion, make_study, write_export
+from tests.helpers import TRAINING_HISTORY, confusion, invoke, make_study, piped, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.storage import load_study
+
+# A real Chromium and `tuner dashboard` processes, on trained studies.
+pytestmark = pytest.mark.slow
 
 CHROMIUM = Path(os.environ.get("TUNER_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("TUNER_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -105,7 +107,15 @@ def running_dashboard(storage_url: str):
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+
+    def stderr_once_exited() -> str:
+        return piped(process.stderr).read() if process.poll() is not None else ""
+
+    def forward_lines() -> None:
+        for line in piped(process.stdout):
+            lines.put(line)
+
+    threading.Thread(target=forward_lines, daemon=True).start()
     try:
         url = None
         deadline = time.monotonic() + WAIT
@@ -115,7 +125,7 @@ def running_dashboard(storage_url: str):
             except queue.Empty:
                 continue
             url = match.group(1) if match else None
-        assert url, f"tuner dashboard printed no URL (exit {process.poll()}): {process.stderr.read() if process.poll() is not None else ''}"
+        assert url, f"tuner dashboard printed no URL (exit {process.poll()}): {stderr_once_exited()}"
         with urllib.request.urlopen(url, timeout=WAIT) as response:
             assert response.status == 200
         yield url, process
@@ -162,7 +172,10 @@ def check_report_page(driver, path: Path, screenshot: Path) -> dict:
     driver.get("about:blank")
     console_errors(driver)  # drain what earlier pages logged: only this page's errors count
     driver.get(path.as_uri())
-    drawn = "return [...document.querySelectorAll('.plotly-graph-div')].map(d => [d.querySelectorAll('svg.main-svg').length, (d._fullData || []).length])"
+    drawn = (
+        "return [...document.querySelectorAll('.plotly-graph-div')]"
+        ".map(d => [d.querySelectorAll('svg.main-svg').length, (d._fullData || []).length])"
+    )
     wait_for(
         driver,
         lambda d: len(d.execute_script(drawn)) == expected and all(svgs and traces for svgs, traces in d.execute_script(drawn)),
@@ -201,7 +214,7 @@ def test_report_renders_offline_in_chromium(browser, trained_study, cli, tmp_pat
 def test_report_edge_cases_in_chromium(browser, cli, tmp_path):
     with_export = f"sqlite:///{tmp_path / 'exported.db'}"
     study = make_study(with_export, complete=8, pruned=3, failed=1)
-    write_export(study, tmp_path / "model", {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": HISTORY})
+    write_export(study, tmp_path / "model", {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": TRAINING_HISTORY})
     assert invoke(cli, "report", "--storage", with_export, "--out", tmp_path / "exported.html").exit_code == 0
     page = check_report_page(browser, tmp_path / "exported.html", tmp_path / "report-exported.png")
     assert page["headings"][-3:] == ["Final model", "Confusion matrix (test set)", "Final model training curves"]

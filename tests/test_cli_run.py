@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import MNIST_SMALL, TINY_STUDY, invoke
+from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke
 from tuner.records import epoch_log
 from tuner.search import baseline_params, portfolio_params
 from tuner.studyfile import load_study_file
@@ -39,8 +40,9 @@ def _trials(url, name="tiny"):
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
+@pytest.mark.slow
 def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_url):
-    started = time.perf_counter()
+    # How long this takes (under 120 s) is measured by benchmarks/wall_clock.py, not asserted here.
     result = invoke(cli, "run", "--trials", 8, "--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL)
     assert result.exit_code == 0, result.output
     assert "8/8 finished" in result.stdout and "best trial #" in result.stdout
@@ -52,10 +54,10 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
     assert states.count(TrialState.COMPLETE) >= 2  # the pruner's startup trials always complete
     spec = load_study_file(tiny_study_file)
     portfolio = portfolio_params(spec)
-    for trial, (entry, params) in zip(trials, portfolio):  # the portfolio first, never pruned
+    for trial, (entry, params) in zip(trials, portfolio, strict=False):  # the portfolio first, never pruned
         assert trial.user_attrs.get("portfolio") == entry.name and trial.state == TrialState.COMPLETE
         assert {k: trial.params[k] for k in params} == params
-    for trial, baseline in zip(trials[len(portfolio) :], baseline_params(spec)):  # then the tutorial's baselines
+    for trial, baseline in zip(trials[len(portfolio) :], baseline_params(spec), strict=False):  # then the tutorial's baselines
         assert trial.user_attrs.get("baseline") is True
         assert {k: trial.params[k] for k in baseline} == baseline
     for trial in trials:
@@ -65,15 +67,15 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
         log = epoch_log(trial)
         assert [r.epoch for r in log] == list(range(1, trial.user_attrs["epochs_trained"] + 1))
         assert [r.val_loss for r in log] == pytest.approx([trial.intermediate_values[r.epoch] for r in log])
-        assert all(t0 < t1 for t0, t1 in zip([r.time for r in log], [r.time for r in log][1:]))
+        assert all(t0 < t1 for t0, t1 in itertools.pairwise(r.time for r in log))
         assert max(r.val_accuracy for r in log) >= trial.user_attrs["val_accuracy"]
         assert trial.value == pytest.approx(trial.user_attrs["val_loss"])
         assert 0.0 < trial.user_attrs["val_accuracy"] <= 1.0
         assert 1 <= trial.user_attrs["best_epoch"] <= trial.params["epochs"]
         assert min(trial.intermediate_values.values()) == pytest.approx(trial.value)
-    assert time.perf_counter() - started < 120
 
 
+@pytest.mark.slow
 def test_resume_stops_at_the_total(cli, tiny_study_file, sqlite_url):
     args = ("--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
     assert invoke(cli, "run", "--trials", 3, *args).exit_code == 0
@@ -86,6 +88,7 @@ def test_resume_stops_at_the_total(cli, tiny_study_file, sqlite_url):
     assert not any(t.user_attrs.get("baseline") for t in _trials(sqlite_url))
 
 
+@pytest.mark.slow
 def test_environment_settings_and_flags_take_precedence(cli, tiny_study_file, tmp_path):
     env_url = f"sqlite:///{tmp_path / 'env.db'}"
     flag_url = f"sqlite:///{tmp_path / 'flag.db'}"
@@ -98,6 +101,7 @@ def test_environment_settings_and_flags_take_precedence(cli, tiny_study_file, tm
     assert listing.exit_code == 0 and "from-env" in listing.stdout and "from-flag" not in listing.stdout
 
 
+@pytest.mark.slow
 def test_studies_prints_a_long_name_whole_and_as_json(cli, tiny_study_file, sqlite_url):
     long_name = "a study name long enough to be wrapped by a narrow table " * 2
     args = ("--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
@@ -110,6 +114,7 @@ def test_studies_prints_a_long_name_whole_and_as_json(cli, tiny_study_file, sqli
     assert info["name"] == long_name and info["n_trials"] == 1 and info["n_complete"] + info["n_pruned"] + info["n_fail"] == 1
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_is_pruned_with_its_reason_so_the_sampler_learns_and_the_study_goes_on(cli, tmp_path, sqlite_url):
     study_file = tmp_path / "explode.toml"
     study_file.write_text(
@@ -148,7 +153,7 @@ def test_a_diverging_trial_is_pruned_with_its_reason_so_the_sampler_learns_and_t
 def test_configuration_errors_stop_before_any_trial(cli, tmp_path, tiny_study_file, args, code, words, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = {"--study-file": str(tiny_study_file), "--data": str(MNIST_SMALL), "--storage": f"sqlite:///{tmp_path / 'x.db'}"}
-    base.update(dict(zip(args[::2], args[1::2])))
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
     flat = [item for pair in base.items() for item in pair]
     result = invoke(cli, "run", "--trials", base.pop("--trials", "3") if "--trials" in args else "3", *flat)
     assert result.exit_code == code, result.output
@@ -165,6 +170,7 @@ def test_studies_on_missing_database_does_not_create_it(cli, tmp_path):
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.slow
 def test_default_storage_is_a_file_in_the_working_directory(cli, tiny_study_file, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke(cli, "run", "--trials", 1, "--study-file", tiny_study_file, "--data", MNIST_SMALL, "--no-baselines")
@@ -173,14 +179,17 @@ def test_default_storage_is_a_file_in_the_working_directory(cli, tiny_study_file
     assert f"SQLite file {tmp_path / 'tuner.db'}" in result.stderr.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_help_and_studies_do_not_import_tensorflow():
-    code = "import sys; from tuner.cli import main; from tuner import storage, config, runner; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    code = (
+        "import sys; from tuner.cli import main; from tuner import storage, config, runner; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tuner", "--help"], check=True, capture_output=True)
-    assert time.perf_counter() - started < 5
+    subprocess.run([sys.executable, "-m", "tuner", "--help"], check=True, capture_output=True)  # its time: benchmarks/wall_clock.py
 
 
+@pytest.mark.slow
 def test_ctrl_c_marks_the_running_trial_failed_and_exits_with_a_resume_hint(tmp_path, tiny_study_file):
     url = f"sqlite:///{tmp_path / 'interrupt.db'}"
     slow = tmp_path / "slow.toml"
@@ -226,6 +235,7 @@ def test_ctrl_c_marks_the_running_trial_failed_and_exits_with_a_resume_hint(tmp_
     assert TrialState.RUNNING not in states and TrialState.FAIL in states
 
 
+@pytest.mark.slow
 def test_a_database_error_after_opening_is_one_line_and_exit_4(cli, trained_study, tmp_path):
     import sqlite3
 

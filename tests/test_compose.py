@@ -8,63 +8,20 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from importlib import resources
-from pathlib import Path
 
 import click
 import jsonschema
 import optuna
 import pytest
-import sqlalchemy
-import yaml
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MNIST_SMALL
+from tests.helpers import COMPOSE_FILE, ENV_EXAMPLE, MNIST_SMALL, REPO_ROOT, compose, free_port, poll_json, read_env_file, study_exists
 from tuner.cli import main
 from tuner.runner import Tally
-
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE = ROOT / "docker-compose.yml"
-ENV_EXAMPLE = ROOT / ".env.example"
-_VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_]\w*))")
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
-def interpolate(node, variables: dict[str, str]):
-    """Compose's variable substitution: $$, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}."""
-    if isinstance(node, dict):
-        return {key: interpolate(value, variables) for key, value in node.items()}
-    if isinstance(node, list):
-        return [interpolate(value, variables) for value in node]
-    if not isinstance(node, str):
-        return node
-
-    def substitute(match: re.Match) -> str:
-        if match["escaped"]:
-            return "$"
-        name, op = match["name"] or match["bare"], match["op"]
-        value = variables.get(name)
-        missing = value is None or (op is not None and op.startswith(":") and value == "")
-        if op in (":-", "-") and missing:
-            return match["arg"]
-        if op in (":?", "?") and missing:
-            raise ValueError(f"{name}: {match['arg']}")
-        return value or ""
-
-    return _VARIABLE.sub(substitute, node)
-
-
-def compose(variables: dict[str, str]) -> dict:
-    return interpolate(yaml.safe_load(COMPOSE.read_text()), variables)
 
 
 def test_compose_file_matches_the_compose_spec():
@@ -77,13 +34,14 @@ def test_compose_file_matches_the_compose_spec():
     assert list(validator.iter_errors(broken))  # the schema really is applied
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0 if shutil.which("docker") else True,
     reason="no docker compose plugin",
 )
 def test_docker_compose_config_accepts_the_file():
     result = subprocess.run(
-        ["docker", "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
+        ["docker", "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
@@ -126,22 +84,17 @@ def test_service_command_is_a_tuner_command_and_its_settings_are_read(service):
     assert settings <= envvars, f"{service}: {settings - envvars} are read by no option of 'tuner {name}'"
 
 
+@pytest.mark.slow
 def test_env_example_provides_every_required_variable_and_env_is_ignored():
-    text = COMPOSE.read_text()
+    text = COMPOSE_FILE.read_text()
     required = set(re.findall(r"\$\{(\w+):?\?", text))
     example = read_env_file(ENV_EXAMPLE)
     assert required <= set(example)
     assert set(re.findall(r"\$\{(\w+)", text)) <= set(example) | {"POSTGRES_USER", "POSTGRES_DB"}
     assert example["POSTGRES_PASSWORD"] == "change-me"
-    assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT).returncode == 0
+    assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO_ROOT).returncode == 0
     with pytest.raises(ValueError, match="POSTGRES_PASSWORD"):
         compose({})  # without .env, compose refuses to start
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _start(spec: dict, extra_env: dict[str, str]) -> subprocess.Popen:
@@ -150,6 +103,7 @@ def _start(spec: dict, extra_env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tuner", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_stack_services_run_as_processes(servers, fast_study_file, unique_name):
     server = make_url(servers.url("postgresql"))
@@ -168,24 +122,24 @@ def test_stack_services_run_as_processes(servers, fast_study_file, unique_name):
     }
     services = compose(variables)["services"]
     storage = services["worker"]["environment"]["TUNER_STORAGE"]
-    port = _free_port()
+    port = free_port()
     workers = [_start(services["worker"], {}) for _ in range(2)]  # docker compose up --scale worker=2
     dashboard = None
     try:
         deadline = time.time() + 120
-        while not _study_exists(storage, unique_name):
+        while not study_exists(storage, unique_name):
             assert time.time() < deadline and all(w.poll() is None for w in workers), [w.communicate() for w in workers]
             time.sleep(0.5)
         # Loopback instead of 0.0.0.0, and a free port: the test's only changes to the dashboard's environment.
         dashboard = _start(services["dashboard"], {"TUNER_DASHBOARD_HOST": "127.0.0.1", "TUNER_DASHBOARD_PORT": str(port)})
-        studies = _get_json(f"http://127.0.0.1:{port}/api/studies", dashboard)
+        studies = poll_json(f"http://127.0.0.1:{port}/api/studies", dashboard)
         assert unique_name in [study["study_name"] for study in studies["study_summaries"]]
         outputs = [w.communicate(timeout=180) for w in workers]
         assert [w.returncode for w in workers] == [0, 0], outputs
         assert all("password" not in out + err and "change-me" not in out + err for out, err in outputs)
         trials = optuna.load_study(study_name=unique_name, storage=storage).get_trials(deepcopy=False)
         assert [t.number for t in trials] == [0, 1, 2, 3] and Tally.of(trials).finished == 4
-        summary = _get_json(f"http://127.0.0.1:{port}/api/studies", dashboard)
+        summary = poll_json(f"http://127.0.0.1:{port}/api/studies", dashboard)
         (listed,) = [s for s in summary["study_summaries"] if s["study_name"] == unique_name]
         assert listed["study_id"] >= 0
     finally:
@@ -193,24 +147,3 @@ def test_stack_services_run_as_processes(servers, fast_study_file, unique_name):
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(timeout=30)
-
-
-def _study_exists(storage: str, name: str) -> bool:
-    try:
-        return name in [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    except sqlalchemy.exc.SQLAlchemyError:  # the workers may be creating Optuna's tables right now
-        return False
-
-
-def _get_json(url: str, process: subprocess.Popen, limit: float = 60.0):
-    deadline = time.time() + limit
-    while True:
-        assert process.poll() is None, process.communicate()
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                assert response.status == 200
-                return json.loads(response.read())
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.3)

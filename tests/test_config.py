@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MNIST_SMALL, invoke
+from tests.helpers import MNIST_SMALL, invoke
 from tuner import config
 from tuner.config import MAX_DEFAULT_WORKERS, WORKER_MEMORY_BYTES, default_workers, resolve_run_config
 

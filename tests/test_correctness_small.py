@@ -3,14 +3,16 @@ and an export replacement that never leaves --out without an export."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import MNIST_SMALL, invoke
+from tests.helpers import MNIST_SMALL, invoke
 from tuner.config import resolve_run_config
 from tuner.data import load_tuning_data, read_idx
 from tuner.errors import ConfigError, DataError
@@ -20,6 +22,7 @@ from tuner.userdata import DataOptions
 from tuner.warmstart import warm_start_params
 
 
+@pytest.mark.slow
 def test_seeds_are_bounded_to_what_numpy_accepts(cli, tiny_study_file, sqlite_url, tmp_path):
     with pytest.raises(ConfigError, match="--seed must be between 0 and 4294967195"):
         resolve_run_config(study_file=tiny_study_file, seed=2**32 - 100)
@@ -33,7 +36,7 @@ def test_seeds_are_bounded_to_what_numpy_accepts(cli, tiny_study_file, sqlite_ur
     assert not (tmp_path / "study.db").exists()  # refused before a trial could be left RUNNING
 
 
-def _mnist_arrays() -> dict[str, np.ndarray]:
+def _mnist_arrays() -> dict[str, Any]:  # Any: np.savez types **arrays as if one could be its allow_pickle flag
     names = {
         "x_train": "train-images-idx3-ubyte",
         "y_train": "train-labels-idx1-ubyte",
@@ -48,9 +51,11 @@ def test_a_label_that_leaves_classes_empty_is_refused_unless_the_study_sets_clas
     arrays["y_train"] = arrays["y_train"].copy()
     arrays["y_train"][7] = 42  # one corrupt label among 0-9
     np.savez(tmp_path / "corrupt.npz", **arrays)
-    load = lambda **options: load_tuning_data(
-        dataset="mnist", data_path=str(tmp_path / "corrupt.npz"), validation_fraction=0.1, split_seed=0, options=DataOptions(**options)
-    )
+
+    def load(**options):
+        path = str(tmp_path / "corrupt.npz")
+        return load_tuning_data(dataset="mnist", data_path=path, validation_fraction=0.1, split_seed=0, options=DataOptions(**options))
+
     with pytest.raises(DataError, match=r"label 42 \(1 samples\) leaves 32 classes without a training sample"):
         load()
     assert load(classes=43).n_classes == 43
@@ -106,10 +111,8 @@ def test_replacing_an_export_never_leaves_no_export(tmp_path, monkeypatch, excha
     monkeypatch.setattr(Path, "rename", rename_then_sigterm)
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             tuner.swap.install_directory(staging, target)
-        except KeyboardInterrupt:
-            pass
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert (target / "model.json").read_text() in ("old", "new")

@@ -13,8 +13,7 @@ import urllib.request
 import optuna
 import pytest
 
-from tests.conftest import invoke
-from tests.test_report import make_study
+from tests.helpers import invoke, make_study
 from tuner.dashboard import CURVES_OVER_TIME_ID, CURVES_PER_EPOCH_ID, CurvePublisher, prepare_dashboard
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.records import EPOCH_LOG_ATTR, EpochRecord
@@ -115,7 +114,7 @@ def test_the_dashboard_shows_tuner_s_validation_accuracy_curves(tmp_path):
     api = dashboard.url.replace("/dashboard", "/api/studies/1")
     try:
         deadline = time.monotonic() + 20
-        graphs = []
+        graphs: list[dict] = []
         while len(graphs) < 2 and time.monotonic() < deadline:
             graphs = get_json(api).get("plotly_graph_objects", [])
             time.sleep(0.3)
@@ -141,6 +140,7 @@ def test_cli_dashboard_refuses_a_missing_database(cli, tmp_path):
     assert result.stderr.startswith("Error: no study database at") and not database.exists()
 
 
+@pytest.mark.slow
 def test_dashboard_does_not_import_tensorflow(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     make_study(url, complete=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import struct
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_tuning_data_has_no_test_set_but_final_data_does(mnist_small):
 
 
 def _npz(tmp_path, **overrides):
-    arrays = {
+    arrays: dict[str, Any] = {  # Any: np.savez types **arrays as if one could be its allow_pickle flag
         "x_train": np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8),
         "y_train": np.arange(50) % 10,
         "x_test": np.random.default_rng(1).integers(0, 256, (20, 28, 28), dtype=np.uint8),

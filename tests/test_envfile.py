@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +59,7 @@ def test_only_tuner_names_are_read_and_nothing_enters_the_process_environment(cl
     assert not (workdir / "dotenv-only.db").exists()  # ... to read, not to create
 
 
+@pytest.mark.slow
 def test_the_compose_example_works_as_a_dotenv_file(cli, workdir):
     """.env.example leaves TUNER_THREADS, TUNER_DATA and TUNER_STUDY_FILE empty: empty means unset, as in the environment."""
     shutil.copy(ROOT / ".env.example", workdir / ".env")

@@ -11,8 +11,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import MNIST_SMALL, invoke, one_error_line
+from tests.helpers import MNIST_SMALL, invoke, one_error_line
 from tuner.data import load_final_data
+from tuner.export import EpochProgress
 from tuner.records import epoch_log
 from tuner.selection import final_epochs, most_accurate
 from tuner.storage import mask_url
@@ -26,6 +27,7 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     import keras
 
@@ -35,8 +37,9 @@ def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     assert result.exit_code == 0, result.output
 
     study = _study(url, name)
-    best = most_accurate(study.trials)
-    best, peak = best.trial, best  # the most accurate trial on validation, not the one of lowest loss
+    peak = most_accurate(study.trials)  # the most accurate trial on validation, not the one of lowest loss
+    assert peak is not None
+    best = peak.trial
     meta = json.loads((out / "model.json").read_text())
     assert meta["study_name"] == name and meta["storage"] == mask_url(url)
     assert meta["trial_number"] == best.number and meta["selected"] == "best"
@@ -73,14 +76,17 @@ def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["best"]  # no temporary directory left behind
 
 
+@pytest.mark.slow
 def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     from tuner.export import export_best
 
     url, name = study_copy
     study = _study(url, name)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    chosen = next((t for t in complete if t.number != most_accurate(complete).trial.number), complete[0])
-    epochs = []
+    most = most_accurate(complete)
+    assert most is not None
+    chosen = next((t for t in complete if t.number != most.trial.number), complete[0])
+    epochs: list[EpochProgress] = []
     result = export_best(storage_url=url, trial_number=chosen.number, out=tmp_path / "chosen", refit_full=False, on_epoch=epochs.append)
 
     meta = json.loads(result.metadata_path.read_text())
@@ -88,11 +94,14 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     assert meta["params"] == chosen.params and result.params == chosen.params
     assert meta["training"]["n_samples"] == 2000  # the training part only: 1/6 of 2400 stays for validation
     assert all("val_xent" in row for row in meta["training"]["history"])
-    assert [e.epoch for e in epochs] == list(range(1, final_epochs(chosen) + 1))
+    planned = final_epochs(chosen)
+    assert planned is not None
+    assert [e.epoch for e in epochs] == list(range(1, planned + 1))
     assert result.test_accuracy == meta["test"]["accuracy"] and not result.replaced
     assert _study(url, name).user_attrs["export"]["trial"] == chosen.number
 
 
+@pytest.mark.slow
 def test_rerun_needs_force_and_failed_writes_keep_the_old_export(cli, study_copy, tmp_path, monkeypatch):
     import tuner.export
 
@@ -123,6 +132,7 @@ def test_rerun_needs_force_and_failed_writes_keep_the_old_export(cli, study_copy
     assert "replaced" in result.stdout and json.loads((out / "model.json").read_text())["trial_number"] == other
 
 
+@pytest.mark.slow
 def test_storage_problems_each_get_one_line(cli, study_copy, tmp_path):
     url, name = study_copy
     one_error_line(invoke(cli, "export-best", "--storage", f"sqlite:///{tmp_path / 'none.db'}"), 4, "no study database")
@@ -151,6 +161,7 @@ def test_study_without_a_finished_trial(cli, tmp_path):
     one_error_line(invoke(cli, "export-best", "--storage", url, "--trial", 0), 4, "trial 0", "FAIL")
 
 
+@pytest.mark.slow
 def test_output_paths_that_must_not_be_touched(cli, study_copy, tmp_path):
     url, _ = study_copy
     a_file = tmp_path / "notes.txt"
@@ -165,6 +176,7 @@ def test_output_paths_that_must_not_be_touched(cli, study_copy, tmp_path):
     assert _snapshot(other_dir) == {"thesis.tex": b"keep me too"}
 
 
+@pytest.mark.slow
 def test_missing_data_is_reported_before_training(cli, study_copy, tmp_path):
     url, _ = study_copy
     one_error_line(
@@ -173,6 +185,7 @@ def test_missing_data_is_reported_before_training(cli, study_copy, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_budget_export_records_within_budget_and_the_help_says_what_it_picks(cli, study_copy, tmp_path):
     url, _ = study_copy
     out = tmp_path / "budget"

@@ -16,21 +16,22 @@ import struct
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
-from sqlalchemy.engine import make_url
+from PIL import GifImagePlugin, Image, ImageDraw
 
-from tests.conftest import FIXTURES, invoke
+from tests.helpers import FIXTURES, examples, invoke, sqlite_file
 from tuner.errors import ConfigError, InputImageError, TunerError
 from tuner.images import load_inputs, read_image
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-FUZZ_CLI = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# Shares of the Hypothesis profile's example count (200 under "ci"): a CLI call per example takes fewer.
+FUZZ = examples(1.0)
+FUZZ_CLI = examples(0.4)
 EXAMPLE_LIMIT_S = 60  # generous on a loaded 2-core machine; a hang never returns at all
 
 DIGITS = sorted((FIXTURES / "digits").iterdir())
@@ -232,8 +233,9 @@ def test_gif_headers_with_any_dimensions(tmp_path_factory, screen, frame, code_s
 
 def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     """A real bomb just over Pillow's pixel limit (where Pillow itself only warns) and a header claiming 4 gigapixels of RGBA."""
-    width = 10_000
-    height = Image.MAX_IMAGE_PIXELS // width + 1
+    width, limit = 10_000, Image.MAX_IMAGE_PIXELS
+    assert limit is not None, "Pillow's pixel limit is on by default"
+    height = limit // width + 1
     rows = (b"\x00" + bytes(width)) * height
     bomb = tmp_path / "bomb.png"
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
@@ -353,7 +355,7 @@ def test_animated_gif_reads_its_first_frame(tmp_path_factory, first, others, dur
     # Black and white only: GIF's palette keeps them exactly, so the first frame alone is the same picture.
     frames = [Image.fromarray(np.where(_digit_gray(i) > 127, 255, 0).astype(np.uint8)).resize((60, 60)) for i in (first, *others)]
     animated = _save(tmp, "animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    assert Image.open(animated).n_frames >= 1
+    assert cast(GifImagePlugin.GifImageFile, Image.open(animated)).n_frames >= 1
     assert _same(_outcome(animated), _outcome(_save(tmp, "first.png", frames[0])))
 
 
@@ -430,11 +432,11 @@ def test_predict_cli_on_fuzzed_files(tmp_path_factory, tiny_model, files):
         assert not readable
         assert _clean_failure(result, 7).startswith(f"Error: {tmp}")
         assert result.stdout == ""  # all inputs are read before anything is printed
-    assert _snapshot(tmp) == {p.name: raw for p, (_, raw) in zip(paths, files)}
+    assert _snapshot(tmp) == {p.name: raw for p, (_, raw) in zip(paths, files, strict=True)}
 
 
 option_values = st.one_of(
-    st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40),  # argv cannot hold NUL
+    st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=40),  # argv cannot hold NUL
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
     st.sampled_from(
         [
@@ -487,14 +489,14 @@ def test_predict_cli_option_values(tmp_path_factory, monkeypatch, tiny_model, op
 def study_copy(trained_study, tmp_path_factory) -> tuple[str, str]:
     url, name = trained_study
     copy = tmp_path_factory.mktemp("fuzzed-study") / "study.db"
-    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
+    with sqlite3.connect(sqlite_file(url)) as source, sqlite3.connect(copy) as target:
         source.backup(target)
     return f"sqlite:///{copy}", name
 
 
 def _study_state(url: str) -> tuple:
     """What a command could have written to the study: its trials and its attributes (read directly: Optuna is slow to open)."""
-    with sqlite3.connect(f"file:{make_url(url).database}?mode=ro", uri=True) as connection:
+    with sqlite3.connect(f"file:{sqlite_file(url)}?mode=ro", uri=True) as connection:
         return tuple(
             tuple(connection.execute(query).fetchall())
             for query in (
@@ -504,6 +506,7 @@ def _study_state(url: str) -> tuple:
         )
 
 
+@pytest.mark.slow
 @FUZZ_CLI
 @given(
     option=st.sampled_from(["--study", "--trial", "--out", "--data", "--max-params", "--max-latency-ms", "--threads", "--storage"]),
@@ -523,6 +526,7 @@ def test_export_best_option_values(tmp_path_factory, monkeypatch, study_copy, op
     assert _study_state(url) == before
 
 
+@pytest.mark.slow
 @FUZZ_CLI
 @given(option=st.sampled_from(["--study", "--storage", "--out"]), value=option_values)
 def test_report_option_values(tmp_path_factory, monkeypatch, study_copy, option, value):
@@ -550,6 +554,7 @@ def test_report_option_values(tmp_path_factory, monkeypatch, study_copy, option,
     assert len(_study_state(url)[0]) == 6
 
 
+@pytest.mark.slow
 @FUZZ_CLI
 @given(option=st.sampled_from(["--study", "--storage", "--objectives"]), value=option_values, as_json=st.booleans())
 def test_pareto_option_values(tmp_path_factory, monkeypatch, study_copy, option, value, as_json):
@@ -577,6 +582,7 @@ def test_dashboard_option_values_fail_before_serving(tmp_path_factory, monkeypat
     assert not list(directory.iterdir())
 
 
+@pytest.mark.slow
 @FUZZ_CLI
 @given(host=option_values, port=st.one_of(st.integers(-5, 70_000), st.just(0)))
 def test_dashboard_binds_any_host_and_port_or_fails_with_one_line(study_copy, host, port):

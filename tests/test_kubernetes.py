@@ -27,8 +27,7 @@ import yaml
 from kubernetes_validate.utils import all_versions
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MNIST_SMALL
-from tests.test_compose import ENV_EXAMPLE, _free_port, _get_json, _study_exists, compose, read_env_file
+from tests.helpers import ENV_EXAMPLE, MNIST_SMALL, compose, free_port, poll_json, read_env_file, study_exists
 from tuner.cli import main
 from tuner.runner import Tally
 
@@ -167,6 +166,7 @@ def test_the_pinned_kubernetes_schema_is_bundled_offline():
         kubernetes_validate.validate({**service, "spec": {"ports": [{"port": 80}], "typo": 1}}, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_kustomization_renders_and_every_object_matches_the_kubernetes_schema(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization)
@@ -190,6 +190,7 @@ def test_standalone_manifest_matches_the_kubernetes_schema(manifest):
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.slow
 def test_a_missing_database_env_file_stops_the_render(kubectl, tmp_path):
     tree = tmp_path / "deploy"
     shutil.copytree(DEPLOY, tree, ignore=shutil.ignore_patterns("database.env"))
@@ -200,6 +201,7 @@ def test_a_missing_database_env_file_stops_the_render(kubectl, tmp_path):
 # --- Topology -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_nothing_is_exposed_outside_the_cluster(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization) + [d for path in STANDALONE for d in yaml.safe_load_all(path.read_text())]
@@ -215,6 +217,7 @@ def test_nothing_is_exposed_outside_the_cluster(kubectl, tmp_path, kustomization
         assert not any("hostPath" in volume for volume in spec.get("volumes", [])), workload["metadata"]["name"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_pods_run_as_non_root_with_requests_and_limits(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization) + [d for path in STANDALONE for d in yaml.safe_load_all(path.read_text())]
@@ -232,6 +235,7 @@ def test_pods_run_as_non_root_with_requests_and_limits(kubectl, tmp_path, kustom
             assert cpu_cores(resources["requests"]["cpu"]) <= cpu_cores(resources["limits"]["cpu"]), where
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_tensorflow_threads_follow_the_cpu_request(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization)
@@ -245,6 +249,7 @@ def test_tensorflow_threads_follow_the_cpu_request(kubectl, tmp_path, kustomizat
         assert container_environment(objects, template, container)["TUNER_THREADS"] == str(expected) and expected >= 1
 
 
+@pytest.mark.slow
 def test_topology_of_the_base(kubectl, tmp_path):
     objects = render(kubectl, tmp_path, "base")
     kinds = sorted(
@@ -316,6 +321,7 @@ def test_topology_of_the_base(kubectl, tmp_path):
     find(objects, "PersistentVolumeClaim", volumes[models["name"]]["persistentVolumeClaim"]["claimName"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_pods_share_the_compose_stacks_commands_and_settings(kubectl, tmp_path, kustomization):
     objects = render(kubectl, tmp_path, kustomization)
@@ -344,6 +350,7 @@ def test_pods_share_the_compose_stacks_commands_and_settings(kubectl, tmp_path, 
         assert k8s_settings <= envvars, f"{name}: {k8s_settings - envvars} are read by no option of 'tuner {container['command'][1]}'"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_no_secret_in_any_manifest(kubectl, tmp_path, kustomization):
     password = f"pw-{secrets.token_hex(8)}"
@@ -382,6 +389,7 @@ def test_no_secret_in_any_manifest(kubectl, tmp_path, kustomization):
 # --- Overlays -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gpu_overlay_gives_each_worker_pod_one_gpu_and_nothing_else(kubectl, tmp_path):
     base, gpu = render(kubectl, tmp_path, "base"), render(kubectl, tmp_path, "overlays/gpu")
     for workload, template in pod_templates(gpu):
@@ -401,6 +409,7 @@ def test_gpu_overlay_gives_each_worker_pod_one_gpu_and_nothing_else(kubectl, tmp
     assert environment["TUNER_THREADS"] == str(math.ceil(cpu_cores(tuner_container(workers)["resources"]["requests"]["cpu"])))
 
 
+@pytest.mark.slow
 def test_external_database_overlay_has_no_database_of_its_own(kubectl, tmp_path):
     objects = render(kubectl, tmp_path, "overlays/external-db")
     assert not [
@@ -431,7 +440,8 @@ def _local_stack(kubectl: str, folder: Path, server, *, name: str, study_file: P
         "TUNER_STUDY_FILE": str(study_file),
         "TUNER_DATA": str(MNIST_SMALL),
     }.items():
-        settings, count = re.subn(rf"(?m)^{key}=.*$", lambda _: f"{key}={value}", settings)
+        replacement = f"{key}={value}".replace("\\", "\\\\")  # a backslash in a replacement string starts an escape
+        settings, count = re.subn(rf"(?m)^{key}=.*$", replacement, settings)
         assert count == 1, key
     return render(kubectl, folder, "base", {"base/database.env": database, "app/settings.env": settings})
 
@@ -461,15 +471,15 @@ def test_kubernetes_pods_run_as_processes(kubectl, servers, fast_study_file, uni
     dashboard = None
     try:
         deadline = time.time() + 120
-        while not _study_exists(storage, unique_name):
+        while not study_exists(storage, unique_name):
             assert time.time() < deadline and all(w.poll() is None for w in workers), [w.communicate() for w in workers]
             time.sleep(0.5)
         # Loopback and a free port instead of 0.0.0.0:8080: the test's only changes to the dashboard pod.
-        port = _free_port()
+        port = free_port()
         dashboard_template = find(objects, "Deployment", "tuner-dashboard")["spec"]["template"]
         dashboard = _run_pod_process(objects, dashboard_template, {"TUNER_DASHBOARD_HOST": "127.0.0.1", "TUNER_DASHBOARD_PORT": str(port)})
         probe = tuner_container(dashboard_template)["readinessProbe"]["httpGet"]["path"]
-        studies = _get_json(f"http://127.0.0.1:{port}{probe}", dashboard)  # the readiness probe's request answers
+        studies = poll_json(f"http://127.0.0.1:{port}{probe}", dashboard)  # the readiness probe's request answers
         assert unique_name in [study["study_name"] for study in studies["study_summaries"]]
         outputs = [w.communicate(timeout=240) for w in workers]
         assert [w.returncode for w in workers] == [0] * len(workers), outputs  # exit 0: the Job counts the pod as succeeded
@@ -493,6 +503,7 @@ def test_kubernetes_pods_run_as_processes(kubectl, servers, fast_study_file, uni
                 process.wait(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_wait_for_database_init_container_waits_for_the_server(kubectl, servers, tmp_path):
     if shutil.which("pg_isready") is None:
@@ -501,7 +512,7 @@ def test_wait_for_database_init_container_waits_for_the_server(kubectl, servers,
             pytest.fail(f"{reason} (TUNER_REQUIRE_SERVERS=1)")
         pytest.skip(reason)
     server = make_url(servers.url("postgresql"))
-    closed_port = _free_port()  # nothing listens there
+    closed_port = free_port()  # nothing listens there
     for kind, name in (("Job", "tuner-workers"), ("Deployment", "tuner-dashboard")):
         for port, should_wait in ((server.port or 5432, False), (closed_port, True)):
             database = f"POSTGRES_USER=u\nPOSTGRES_PASSWORD=p\nPOSTGRES_DB=d\nPOSTGRES_HOST={server.host}\nPOSTGRES_PORT={port}\n"

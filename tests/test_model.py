@@ -131,6 +131,7 @@ def test_portfolio_fits_the_space_and_leaves_what_it_lacks_to_the_sampler():
 def test_cosine_schedule_warms_up_then_anneals_to_zero_at_the_end_of_the_budget():
     params = {"schedule": "cosine", "learning_rate": 0.01, "epochs": 10}
     schedule = learning_rate_schedule(params, steps_per_epoch=100)
+    assert not isinstance(schedule, float)
     rates = [float(schedule(step)) for step in (0, 25, 50, 100, 525, 1000)]
     assert rates[0] == 0.0 and rates[1] == pytest.approx(0.005) and rates[2] == pytest.approx(0.01)  # warm-up: 5% of 1000 steps
     assert rates[3] < 0.01 and rates[4] == pytest.approx(0.005)  # half-way through the decay and rates[5] == pytest.approx(0.0, abs=1e-9)

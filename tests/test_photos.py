@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import MNIST_SMALL
+from tests.helpers import MNIST_SMALL
 from tuner.data import read_idx
 from tuner.images import mnist_style
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES, MNIST_SMALL, invoke, one_error_line
+from tests.helpers import FIXTURES, MNIST_SMALL, invoke, one_error_line
 from tuner.data import read_idx
 from tuner.images import mnist_style, read_image
 
@@ -103,24 +103,26 @@ def test_conversion_centres_fits_and_inverts():
     assert np.allclose(mnist_style(1.0 - digit), field)  # dark ink on light paper reads the same
 
 
+@pytest.mark.slow
 def test_predicts_the_committed_digits(cli, digit_model):
     result = invoke(cli, "predict", "--model", digit_model, "--json", *DIGITS)
     assert result.exit_code == 0, result.output
     predictions = json.loads(result.stdout)["predictions"]
     assert [p["input"] for p in predictions] == [str(p) for p in DIGITS]
-    for path, prediction in zip(DIGITS, predictions):
+    for prediction in predictions:
         probabilities = prediction["probabilities"]
         assert len(probabilities) == 10 and sum(probabilities) == pytest.approx(1.0, abs=1e-4)
         assert prediction["probability"] == max(probabilities) == probabilities[prediction["digit"]]
     assert [p["digit"] for p in predictions] == [_label_and_index(p)[0] for p in DIGITS]
 
 
+@pytest.mark.slow
 def test_top_k_text_output(cli, digit_model):
     result = invoke(cli, "predict", "--model", digit_model, "--top", 3, DIGITS[0], DIGITS[3])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
-    for line, path in zip(lines, (DIGITS[0], DIGITS[3])):
+    for line, path in zip(lines, (DIGITS[0], DIGITS[3]), strict=True):
         fields = line.split()
         assert fields[0] == str(path) and len(fields) == 7
         digits, probabilities = [int(f) for f in fields[1::2]], [float(f) for f in fields[2::2]]
@@ -128,6 +130,7 @@ def test_top_k_text_output(cli, digit_model):
         assert probabilities == sorted(probabilities, reverse=True)
 
 
+@pytest.mark.slow
 def test_npy_arrays_one_image_and_a_batch(cli, digit_model, test_images, tmp_path):
     import keras
 
@@ -168,6 +171,7 @@ def test_bad_models_each_get_one_line(cli, tmp_path):
     assert (tmp_path / "junk" / "model.keras").read_bytes() == b"\x00garbage"
 
 
+@pytest.mark.slow
 def test_bad_inputs_each_get_one_line(cli, digit_model, tmp_path):
     from PIL import Image
 

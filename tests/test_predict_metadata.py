@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES, invoke
+from tests.helpers import FIXTURES, invoke
 from tuner.data import load_final_data
 from tuner.exportmeta import ExportMetadata
 from tuner.modelinputs import load_model_inputs
 from tuner.userdata import DataOptions
+
+# Every test uses a model trained and exported by a module fixture.
+pytestmark = pytest.mark.slow
 
 CSV = FIXTURES / "digits-7x7.csv"
 FOLDERS = FIXTURES / "digit-folders"
@@ -92,12 +95,14 @@ def test_csv_model_prints_class_names_standardises_and_scores_labelled_rows(cli,
     meta = ExportMetadata.from_dir(csv_model).model_input
     assert document["kind"] == "table" and document["class_names"] == list(meta.class_names)
     model = keras.models.load_model(csv_model / "model.keras", safe_mode=True)
-    expected = model.predict((raw - np.float32(meta.feature_mean)) / np.float32(meta.feature_std), verbose=0)
+    assert meta.feature_mean is not None and meta.feature_std is not None
+    mean, std = np.asarray(meta.feature_mean, dtype=np.float32), np.asarray(meta.feature_std, dtype=np.float32)
+    expected = model.predict((raw - mean) / std, verbose=0)
     assert np.allclose([p["probabilities"] for p in document["predictions"]], expected, atol=1e-5)
     assert [p["label"] for p in document["predictions"]] == [meta.class_names[i] for i in expected.argmax(axis=1)]
     assert all(p["label"] in meta.class_names and "digit" not in p for p in document["predictions"])
     assert [p["true_label"] for p in document["predictions"]] == labels
-    accuracy = float(np.mean([p["label"] == t for p, t in zip(document["predictions"], labels)]))
+    accuracy = float(np.mean([p["label"] == t for p, t in zip(document["predictions"], labels, strict=True)]))
     assert document["accuracy"] == pytest.approx(accuracy) and accuracy > 0.5
 
     text = invoke(cli, "predict", "--model", csv_model, path)

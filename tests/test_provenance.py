@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 import pytest
 
-from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke, one_error_line
+from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, one_error_line
 from tuner.config import resolve_run_config
 from tuner.data import read_idx
 from tuner.errors import ConfigError
@@ -22,7 +23,7 @@ def _run(cli, url, study_file, *extra):
 
 def _other_data(tmp_path: Path) -> Path:
     """The fixture as an .npz with one training label changed: other data, same shapes."""
-    arrays = {
+    arrays: dict[str, Any] = {  # Any: np.savez types **arrays as if one could be its allow_pickle flag
         key: read_idx(MNIST_SMALL / f"{stem}.gz")
         for key, stem in (
             ("x_train", "train-images-idx3-ubyte"),
@@ -38,6 +39,7 @@ def _other_data(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_resume_with_another_seed_is_refused_and_omitting_it_uses_the_studys(cli, fast_study_file, sqlite_url):
     assert _run(cli, sqlite_url, fast_study_file, "--trials", 1, "--seed", 5, "--data", MNIST_SMALL).exit_code == 0
     one_error_line(_run(cli, sqlite_url, fast_study_file, "--trials", 2, "--seed", 6, "--data", MNIST_SMALL), 2, "seed 5", "this run has 6")
@@ -47,6 +49,7 @@ def test_resume_with_another_seed_is_refused_and_omitting_it_uses_the_studys(cli
     assert [t.user_attrs["seed"] for t in trials] == [5, 6]  # the seed each trial trained with: study seed + number
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -80,6 +83,7 @@ def test_a_joining_worker_takes_the_studys_heartbeat_and_a_disagreeing_flag_is_a
         prepare_study(resolve_run_config(**common, heartbeat_interval=2, grace_period=4))
 
 
+@pytest.mark.slow
 def test_export_uses_the_trials_seed_and_refuses_other_data_unless_allowed(cli, fast_study_file, sqlite_url, tmp_path):
     assert _run(cli, sqlite_url, fast_study_file, "--trials", 2, "--data", MNIST_SMALL).exit_code == 0
     study = optuna.load_study(study_name="fast", storage=sqlite_url)

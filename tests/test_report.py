@@ -2,62 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import random
 import re
 import sqlite3
 from collections import Counter
-from pathlib import Path
 
 import optuna
 import plotly.offline
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
-from tests.conftest import invoke
+from tests.helpers import TRAINING_HISTORY, confusion, invoke, make_study, objective_value, sqlite_file, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.report import TOP_TRIALS, build_report
 from tuner.storage import load_study
 
-# The parts of tuner's search space the report cares about; units only exists with hidden layers.
-DISTRIBUTIONS = {
-    "n_layers": IntDistribution(0, 2),
-    "units": IntDistribution(16, 64, log=True),
-    "dropout": FloatDistribution(0.0, 0.4),
-    "learning_rate": FloatDistribution(1e-4, 0.3, log=True),
-    "optimizer": CategoricalDistribution(["sgd", "adam"]),
-}
 HISTORY_TITLE = "Optimization history (best so far)"
 CURVES_TITLE = "Validation loss per epoch (pruning curves)"
-
-
-def make_study(
-    url: str, *, complete: int = 0, pruned: int = 0, failed: int = 0, running: int = 0, name: str = "synthetic", seed: int = 0
-) -> optuna.Study:
-    """A study as ``tuner run`` leaves it, written straight through Optuna (no training needed)."""
-    rng = random.Random(seed)
-    study = optuna.create_study(study_name=name, storage=url, direction="minimize")
-    states = [TrialState.COMPLETE] * complete + [TrialState.PRUNED] * pruned + [TrialState.FAIL] * failed + [TrialState.RUNNING] * running
-    for state in states:
-        params = {"n_layers": rng.randint(0, 2), "learning_rate": 10 ** rng.uniform(-4, -0.6), "optimizer": rng.choice(["sgd", "adam"])}
-        if params["n_layers"]:
-            params.update(units=rng.randint(16, 64), dropout=rng.uniform(0, 0.4))
-        epochs = {TrialState.COMPLETE: 3, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.FAIL: 1}[state]
-        curve = {step: rng.uniform(0.3, 2.5) / step for step in range(1, epochs + 1)}
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=state,
-                params=params,
-                distributions={name: DISTRIBUTIONS[name] for name in params},
-                value=min(curve.values()) if state == TrialState.COMPLETE else None,
-                intermediate_values=curve,
-                user_attrs={"val_accuracy": rng.uniform(0.5, 0.95)} if state == TrialState.COMPLETE else {},
-            )
-        )
-    return study
 
 
 def top_table_trial_numbers(page: str) -> list[int]:
@@ -66,26 +27,7 @@ def top_table_trial_numbers(page: str) -> list[int]:
     return [int(number) for number in re.findall(r"<tr><td>(\d+)", table.group(0))]
 
 
-def write_export(study: optuna.Study, directory: Path, model_json: object | None, record: object = "default") -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    if model_json is not None:
-        (directory / "model.json").write_text(model_json if isinstance(model_json, str) else json.dumps(model_json))
-    if record == "default":
-        record = {"path": str(directory), "trial": study.best_trial.number, "test_accuracy": 0.9123}
-    study.set_user_attr("export", record)
-
-
-def confusion(n: int = 10) -> list[list[int]]:
-    return [[50 if i == j else (i + j) % 3 for j in range(n)] for i in range(n)]
-
-
-HISTORY = [
-    {"epoch": 1, "loss": 0.9, "accuracy": 0.71},
-    {"epoch": 2, "loss": 0.5, "accuracy": 0.85},
-    {"epoch": 3, "loss": 0.4, "accuracy": 0.88},
-]
-
-
+@pytest.mark.slow
 def test_report_of_a_tuner_run(trained_study, tmp_path):
     url, name = trained_study
     result = build_report(storage_url=url, out=tmp_path / "report.html")
@@ -112,7 +54,7 @@ def test_report_of_a_real_export(trained_study, tmp_path):
 
     url, name = trained_study
     copy = tmp_path / "copy.db"  # exporting writes a study attribute; the shared study stays untouched
-    with sqlite3.connect(make_url(url).database) as source, sqlite3.connect(copy) as target:
+    with sqlite3.connect(sqlite_file(url)) as source, sqlite3.connect(copy) as target:
         source.backup(target)
     exported = export_best(storage_url=f"sqlite:///{copy}", out=tmp_path / "model")
     result = build_report(storage_url=f"sqlite:///{copy}", out=tmp_path / "report.html")
@@ -139,7 +81,7 @@ def test_pruned_failed_and_running_trials(tmp_path):
         "Slice plots",
         "Contour: learning_rate vs units",
     )
-    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    complete = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=objective_value)
     assert top_table_trial_numbers(page) == [t.number for t in complete[:TOP_TRIALS]]
     assert f"Top {TOP_TRIALS} trials" in page
 
@@ -185,8 +127,8 @@ def test_a_single_completed_trial(tmp_path):
 @pytest.mark.parametrize(
     "layout",
     [
-        {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": HISTORY},
-        {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": HISTORY}},
+        {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": TRAINING_HISTORY},
+        {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": TRAINING_HISTORY}},
     ],
     ids=["flat", "nested"],
 )
@@ -212,7 +154,7 @@ def test_final_model_section(tmp_path, layout):
         ("{not json", "default", "model.json is unreadable", 0.9123),
         ([1, 2, 3], "default", "model.json does not hold a JSON object", 0.9123),
         (
-            {"confusion_matrix": [[1, 2], [3]], "history": HISTORY},
+            {"confusion_matrix": [[1, 2], [3]], "history": TRAINING_HISTORY},
             "default",
             "Confusion matrix (test set): model.json holds no square numeric",
             0.9123,

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import sqlalchemy
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke
+from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, piped, wait_for
 from tuner.errors import ConfigError, DataError, InputImageError, ModelError
 from tuner.runner import Tally
 
@@ -275,15 +274,6 @@ def _finished(url: str, name: str) -> int:
         return 0
 
 
-def _wait(condition, process: subprocess.Popen, what: str, limit: float = 180) -> None:
-    deadline = time.time() + limit
-    while not condition():
-        if process.poll() is not None or time.time() > deadline:
-            process.kill()
-            raise AssertionError(f"{what}: {process.communicate()}")
-        time.sleep(0.3)
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -329,7 +319,7 @@ def interrupted_run(account, tmp_path_factory):
         url=account.url,
         cwd=cwd,
     )
-    _wait(lambda: _finished(account.url, SHELL_NAME) >= 3, process, "3 trials did not finish")
+    wait_for(lambda: _finished(account.url, SHELL_NAME) >= 3, process, "3 trials did not finish", interval=0.3)
     worker_commands = [Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode() for child in _children(process.pid)]
     process.send_signal(signal.SIGINT)
     try:
@@ -340,6 +330,7 @@ def interrupted_run(account, tmp_path_factory):
     return cwd, process.returncode, stdout + stderr, worker_commands
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_run_progress_interrupt_and_worker_commands_hide_the_password(account, interrupted_run):
     cwd, code, output, worker_commands = interrupted_run
@@ -353,6 +344,7 @@ def test_run_progress_interrupt_and_worker_commands_hide_the_password(account, i
     assert not list(cwd.glob("pwned*"))
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_studies_export_report_and_pareto_hide_the_password(account, interrupted_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -411,11 +403,12 @@ def test_a_role_without_rights_on_the_tables_gets_one_line_without_the_password(
     assert account.password not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_dashboard_startup_hides_the_password_and_listens_on_loopback_only(account, interrupted_run, tmp_path):
     process = _tuner("dashboard", "--port", "0", url=account.url, cwd=tmp_path)
     try:
-        lines = [process.stdout.readline() for _ in range(2)]
+        lines = [piped(process.stdout).readline() for _ in range(2)]
         port = int(lines[1].split("http://127.0.0.1:")[1].split("/")[0])
         listening = [
             line.split()
@@ -433,6 +426,7 @@ def test_dashboard_startup_hides_the_password_and_listens_on_loopback_only(accou
     assert account.password not in output
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_workers_that_lose_the_database_report_it_without_the_password(account, interrupted_run, tmp_path):
     """The role may no longer log in: the workers' and a plain run's retry logs and final errors stay masked."""
@@ -445,11 +439,17 @@ def test_workers_that_lose_the_database_report_it_without_the_password(account, 
     quote = account.admin.dialect.identifier_preparer.quote
     try:
         # Both are mid-run: the plain run logged a finished trial of its own.
-        _wait(lambda: any("finished with value" in line for line in plain_log.lines), plain, "the plain run finished no trial", limit=240)
+        wait_for(
+            lambda: any("finished with value" in line for line in plain_log.lines),
+            plain,
+            "the plain run finished no trial",
+            limit=240,
+            interval=0.3,
+        )
         with account.admin.connect() as connection:
             connection.exec_driver_sql(f"ALTER ROLE {quote(account.role)} NOLOGIN")
             connection.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (account.role,))
-        outputs = [workers.communicate(timeout=240), (plain.stdout.read(), plain_log.join(timeout=240))]
+        outputs = [workers.communicate(timeout=240), (piped(plain.stdout).read(), plain_log.join(timeout=240))]
         plain.wait(timeout=60)
     finally:
         with account.admin.connect() as connection:

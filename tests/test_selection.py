@@ -39,6 +39,7 @@ def test_an_overconfident_trial_of_lowest_loss_loses_to_the_more_accurate_one():
     study = _study(overconfident, accurate, pruned)
     assert study.best_trial.number == 0  # the search's own best is the lowest loss
     selection = most_accurate(study.trials)
+    assert selection is not None
     assert (selection.trial.number, selection.val_accuracy, selection.epoch) == (1, 0.987, 4)
     assert final_epochs(study.trials[0]) == 3  # its accuracy peaked after its loss did
 
@@ -46,11 +47,13 @@ def test_an_overconfident_trial_of_lowest_loss_loses_to_the_more_accurate_one():
 def test_ties_go_to_the_lower_loss_then_the_earlier_trial_and_the_earliest_epoch():
     study = _study(_trial(0.07, [(0.07, 0.98)]), _trial(0.06, [(0.06, 0.98), (0.065, 0.98)]), _trial(0.06, [(0.06, 0.98)]))
     selection = most_accurate(study.trials)
+    assert selection is not None
     assert (selection.trial.number, selection.epoch) == (1, 1)
 
 
 def test_trials_without_an_epoch_log_compete_with_their_recorded_accuracy_and_best_epoch():
     study = _study(_trial(0.05, val_accuracy=0.984, best_epoch=12), _trial(0.06, [(0.06, 0.983)]))
     selection = most_accurate(study.trials)
+    assert selection is not None
     assert (selection.trial.number, selection.val_accuracy, selection.epoch) == (0, 0.984, 12)
     assert most_accurate(_study(_trial(None, state=TrialState.FAIL)).trials) is None

@@ -11,8 +11,12 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 
 from tuner.storage import StudyLock, open_storage
+
+# A second Python process holds the other side of the lock.
+pytestmark = pytest.mark.slow
 
 OTHER_WORKER = """
 import optuna, sys

@@ -16,12 +16,13 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from tests.conftest import MNIST_SMALL
+from tests.helpers import MNIST_SMALL
 from tuner.config import resolve_run_config
 from tuner.runner import Tally, run_study
 from tuner.storage import open_storage
 
 
+@pytest.mark.slow
 def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tiny_study_file, sqlite_url):
     config = resolve_run_config(
         study_file=tiny_study_file,
@@ -39,22 +40,24 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tiny_
     orphan.suggest_int("n_layers", 0, 2)
     time.sleep(2.5)
 
-    started = time.monotonic()
-    run_study(config)  # before the fix: waited for the orphan until the 90 s timeout, leaving it RUNNING
+    # Before the fix this waited for the orphan until the 90 s timeout and left it RUNNING; how long it
+    # takes now (under 60 s) is measured by benchmarks/wall_clock.py.
+    run_study(config)
     trials = optuna.load_study(study_name=config.study_name, storage=sqlite_url).get_trials(deepcopy=False)
     assert trials[orphan.number].state == TrialState.FAIL
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert [t.number for t in trials] == list(range(len(trials)))
     tally = Tally.of(trials)
     assert orphan.number in tally.retried and tally.finished == 2  # retried, so it does not count towards the 2
-    assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow
 def test_a_trial_failed_elsewhere_while_training_is_dropped_and_the_study_goes_on(fast_study_file, sqlite_url, monkeypatch, caplog):
     """Another worker's sweep failed the trial (a lost heartbeat): before the fix, the next report raised out of run_study."""
     from tuner.training import EpochMonitor
 
-    original, hit = EpochMonitor.on_epoch_end, []
+    original = EpochMonitor.on_epoch_end
+    hit: list[bool] = []
 
     def failed_elsewhere(self, epoch, logs=None):
         if self.trial is not None and self.trial.number == 0 and not hit:
@@ -99,11 +102,13 @@ def test_heartbeats_go_on_after_failed_writes(sqlite_url, monkeypatch):
         assert connection.execute(sqlalchemy.select(heartbeats.c.trial_id)).scalars().all() == [trial._trial_id]
 
 
+@pytest.mark.slow
 def test_an_interrupted_trial_is_failed_requeued_and_not_counted(fast_study_file, sqlite_url, monkeypatch):
     """N=3, interrupted during trial 1, resumed: 3 trials complete or pruned."""
     from tuner.training import EpochMonitor
 
-    original, fired = EpochMonitor.on_epoch_end, []
+    original = EpochMonitor.on_epoch_end
+    fired: list[bool] = []
 
     def interrupt(self, epoch, logs=None):
         if self.trial is not None and self.trial.number == 1 and not fired:

@@ -3,23 +3,23 @@ what a worker does when the database is unreachable or drops in the middle of a 
 
 from __future__ import annotations
 
-import os
+import contextlib
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MNIST_SMALL, invoke
+from tests.helpers import MNIST_SMALL, invoke, objective_value, spawn_worker
 from tuner.config import resolve_run_config
 from tuner.errors import ConfigError
-from tuner.runner import Tally, prepare_study, run_study
+from tuner.runner import RunStart, Tally, prepare_study, run_study
 from tuner.storage import StudyLock, list_studies, load_study, open_storage
 
 
@@ -29,6 +29,7 @@ def _config(study_file, url, name, n_trials, **overrides):
     )
 
 
+@pytest.mark.slow
 def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name):
     first = run_study(_config(fast_study_file, storage_url, unique_name, 2))
     assert (first.n_finished, first.new_trials) == (2, 2)
@@ -39,7 +40,7 @@ def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name)
     with pytest.raises(ConfigError, match="was created with seed 3, this run has 11"):
         run_study(_config(fast_study_file, storage_url, unique_name, 3, seed=11))
     # Without --seed it takes the study's, joins the existing study and tops it up to 3.
-    starts = []
+    starts: list[RunStart] = []
     second = run_study(_config(fast_study_file, storage_url, unique_name, 3), on_start=starts.append)
     assert (starts[0].n_finished_before, starts[0].n_baselines_enqueued, second.new_trials) == (2, 0, 1)
     study = load_study(storage_url, unique_name)
@@ -53,7 +54,7 @@ def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name)
     info = next(i for i in list_studies(storage_url) if i.name == unique_name)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert (info.n_trials, info.n_complete, info.n_running, info.n_fail) == (3, len(complete), 0, 3 - len(complete))
-    assert info.best_trial == min(complete, key=lambda t: t.value).number
+    assert info.best_trial == min(complete, key=objective_value).number
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # warning filters are not thread-safe
@@ -129,12 +130,11 @@ class _Proxy:
 
     def cut(self) -> None:
         with self.lock:
+            assert self.listener is not None, "restore() opened it"
             self.listener.close()
             for sock in self.sockets:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
             self.sockets.clear()
 
@@ -164,17 +164,12 @@ class _Proxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
-def _worker(url: str, study_file, name: str, n_trials: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "TUNER_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "tuner", "run", "-q", "--trials", str(n_trials), "--study", name, "--study-file", str(study_file)]
-    command += ["--data", str(MNIST_SMALL), "--threads", "1", "--heartbeat", "1", "--grace-period", "4", *extra]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _worker(url: str, study_file: Path, name: str, n_trials: int, *extra: str) -> subprocess.Popen[str]:
+    return spawn_worker(url, study_file, name, n_trials, "--threads", "1", "--heartbeat", "1", "--grace-period", "4", *extra)
 
 
 def _wait_for_finished(url: str, name: str, count: int, process: subprocess.Popen, limit: float = 120) -> None:
@@ -189,11 +184,12 @@ def _wait_for_finished(url: str, name: str, count: int, process: subprocess.Pope
     raise AssertionError(f"{count} trials did not finish in time: {process.communicate(timeout=30)}")
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_worker_rides_out_a_database_that_drops_and_comes_back(servers, tmp_path, fast_study_file, unique_name):
     direct = servers.url("postgresql")
     server = make_url(direct)
-    proxy = _Proxy((server.host, server.port or 5432))
+    proxy = _Proxy((server.host or "127.0.0.1", server.port or 5432))
     # Trust authentication ignores the password; it is here to show that it never reaches the output.
     proxied = server.set(port=proxy.port, password="s3cret-pw").render_as_string(hide_password=False)
     worker = _worker(proxied, fast_study_file, unique_name, 6)
@@ -210,11 +206,12 @@ def test_worker_rides_out_a_database_that_drops_and_comes_back(servers, tmp_path
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 def test_worker_gives_up_cleanly_when_the_database_stays_away(servers, tmp_path, fast_study_file, unique_name):
     direct = servers.url("postgresql")
     server = make_url(direct)
-    proxy = _Proxy((server.host, server.port or 5432))
+    proxy = _Proxy((server.host or "127.0.0.1", server.port or 5432))
     proxied = server.set(port=proxy.port, password="s3cret-pw").render_as_string(hide_password=False)
     worker = _worker(proxied, fast_study_file, unique_name, 50, "--reconnect-timeout", "5")
     _wait_for_finished(direct, unique_name, 1, worker)

@@ -17,7 +17,12 @@ def test_default_study_file_covers_the_tutorial_space():
     assert isinstance(spec.space["learning_rate"], FloatRange) and spec.space["learning_rate"].log
     assert isinstance(spec.space["weight_decay"], FloatRange) and spec.space["weight_decay"].log
     assert spec.space["l2"] == Fixed(0.0)  # decoupled weight decay takes its place in the search
-    assert set(spec.space["optimizer"].choices) == {"sgd", "sgd_momentum", "rmsprop", "adam"}
+    assert isinstance(spec.space["optimizer"], Choice) and set(spec.space["optimizer"].choices) == {
+        "sgd",
+        "sgd_momentum",
+        "rmsprop",
+        "adam",
+    }
     assert spec.space["schedule"] == Fixed("cosine") and spec.space["epochs"] == Fixed(30)  # the budget, not a searched value
     assert spec.sampler.kind == "tpe" and spec.pruner.kind == "successive_halving" and spec.pruner.min_resource == 1
     assert spec.portfolio and spec.baselines

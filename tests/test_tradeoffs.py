@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke, objective_value
 from tuner.convergence import estimate_convergence
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.pareto import best_within_budget, pareto_front
-from tuner.studyfile import Choice, Fixed, FloatRange, IntRange
+from tuner.studyfile import Choice, Fixed, FloatRange, IntRange, ParamSpec
 from tuner.warmstart import enqueue_warm_start, warm_start_params
 
 DISTRIBUTIONS = {
@@ -75,7 +78,7 @@ def test_convergence_needs_history_then_reports_the_recent_gain():
 
 
 def test_warm_start_params_fit_the_new_space():
-    space = {
+    space: dict[str, ParamSpec] = {
         "units": IntRange(16, 256, log=True),
         "optimizer": Choice(("adam", "rmsprop")),
         "learning_rate": Fixed(0.01),
@@ -94,7 +97,11 @@ def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
         [_trial(0.3, 1, 1, units=32), _trial(0.1, 1, 1, units=512), _trial(0.2, 1, 1, units=128, optimizer="sgd")], name="old", storage=url
     )
     new = optuna.create_study(study_name="new", storage=url)
-    space = {"units": IntRange(16, 256, log=True), "optimizer": Choice(("adam", "sgd")), "learning_rate": FloatRange(1e-4, 0.1, log=True)}
+    space: dict[str, ParamSpec] = {
+        "units": IntRange(16, 256, log=True),
+        "optimizer": Choice(("adam", "sgd")),
+        "learning_rate": FloatRange(1e-4, 0.1, log=True),
+    }
     result = enqueue_warm_start(study=new, space=space, source_storage_url=url, source_study_name="old", top_k=2)
     assert result.source_trials == (1, 2) and result.enqueued == 2
     waiting = new.get_trials(states=(TrialState.WAITING,))
@@ -106,11 +113,8 @@ def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
 
 # --- the same features through the CLI, on the committed fixture ---------------------------------
 
-import json  # noqa: E402
 
-from tests.conftest import MNIST_SMALL, TINY_STUDY, invoke  # noqa: E402
-
-
+@pytest.mark.slow
 def test_pareto_command_lists_the_front(cli, trained_study):
     url, name = trained_study
     result = invoke(cli, "pareto", "--storage", url, "--study", name, "--json")
@@ -125,6 +129,7 @@ def test_pareto_command_lists_the_front(cli, trained_study):
     assert bad.exit_code == 2 and "unknown objectives" in bad.stderr
 
 
+@pytest.mark.slow
 def test_export_within_a_parameter_budget(cli, study_copy, tmp_path):
     url, name = study_copy
     study = optuna.load_study(study_name=name, storage=url)
@@ -140,6 +145,7 @@ def test_export_within_a_parameter_budget(cli, study_copy, tmp_path):
     assert both.exit_code == 2 and "cannot be combined" in both.stderr
 
 
+@pytest.mark.slow
 def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_path):
     url, name = trained_study
     new_url = f"sqlite:///{tmp_path / 'warm.db'}"
@@ -165,7 +171,7 @@ def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_
     )
     assert result.exit_code == 0, result.output
     assert "warm start: enqueued the 2 best configurations" in result.stderr
-    source = sorted(optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)[:2]
+    source = sorted(optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.COMPLETE,)), key=objective_value)[:2]
     trials = optuna.load_study(study_name="warm", storage=new_url).get_trials()
     assert [t.user_attrs.get("warm_start_from") for t in trials[:2]] == [f"{name}#{t.number}" for t in source]
     assert trials[0].params == source[0].params
@@ -189,6 +195,7 @@ def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_
     assert missing.exit_code == 4 and "no study named 'nope'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_until_converged_stops_early_and_says_so(cli, tmp_path, sqlite_url):
     study_file = tmp_path / "converge.toml"
     study_file.write_text(TINY_STUDY.replace('name = "tiny"', 'name = "tiny"\nconvergence_window = 2\nconvergence_tolerance = 0.9'))

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import gc
 
-from tests.conftest import MNIST_SMALL
+import pytest
+
+from tests.helpers import MNIST_SMALL
 from tuner.config import resolve_run_config
 from tuner.runner import run_study
+
+# Runs real trials to measure what they leave behind.
+pytestmark = pytest.mark.slow
 
 
 def _live_graphs() -> int:

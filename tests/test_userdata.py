@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import FIXTURES, invoke
+from tests.helpers import FIXTURES, invoke
 from tuner.data import load_final_data, load_tuning_data
 from tuner.errors import DataError
 from tuner.studyfile import load_study_file
@@ -98,6 +98,7 @@ def test_bad_image_folders(tmp_path):
         load_tuning_data(dataset="mnist", data_path=str(tmp_path), validation_fraction=0.1, split_seed=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("study", "data"), [("digits_csv.toml", CSV), ("image_folder.toml", FOLDERS)])
 def test_example_studies_run_and_export(cli, tmp_path, study, data):
     assert load_study_file(STUDIES / study)  # the shipped example is valid as it is

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -15,7 +12,7 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke
+from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, spawn_worker, wait_for
 from tuner.config import usable_cpus
 from tuner.runner import Tally
 from tuner.workers import threads_per_worker
@@ -28,35 +25,13 @@ def _trials(url: str, name: str):
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
-def _worker(url: str, study_file: Path, name: str, n_trials: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "TUNER_STORAGE": url, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "tuner", "run", "-q", "--trials", str(n_trials), "--study", name, "--study-file", str(study_file)]
-    return subprocess.Popen(
-        [*command, "--data", str(MNIST_SMALL), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def _wait_until(condition, process: subprocess.Popen, what: str, limit: float = 150.0):
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        assert process.poll() is None, f"exited {process.returncode} before {what}: {process.communicate()}"
-        try:
-            value = condition()
-        except KeyError:  # the study does not exist yet
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"timed out waiting for {what}: {process.communicate()}")
-
-
 def test_threads_are_split_between_workers():
     assert threads_per_worker(workers=2, threads=8) == 4
     assert threads_per_worker(workers=3, threads=2) == 1
     assert threads_per_worker(workers=2, threads=None) == max(1, usable_cpus() // 2)
 
 
+@pytest.mark.slow
 def test_workers_share_one_study_and_stop_at_exactly_n(cli, storage_url, fast_study_file, unique_name):
     result = invoke(
         cli,
@@ -87,6 +62,7 @@ def test_workers_share_one_study_and_stop_at_exactly_n(cli, storage_url, fast_st
     assert optuna.load_study(study_name=unique_name, storage=storage_url).user_attrs["tuner"]["seed"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.servers
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_name):
@@ -94,13 +70,14 @@ def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_nam
     study_file = tmp_path / "slow.toml"
     study_file.write_text(SLOW_STUDY)
     common = ("--threads", "1", "--heartbeat", "1", "--grace-period", "5")
-    victim = _worker(url, study_file, unique_name, 4, *common)
-    survivor = _worker(url, study_file, unique_name, 4, *common)
+    victim = spawn_worker(url, study_file, unique_name, 4, *common)
+    survivor = spawn_worker(url, study_file, unique_name, 4, *common)
     try:
-        _wait_until(
+        wait_for(
             lambda: len([t for t in _trials(url, unique_name) if t.state == TrialState.RUNNING and t.intermediate_values]) == 2,
             victim,
             "both workers to train",
+            limit=150,
         )
         victim.send_signal(signal.SIGKILL)  # in the middle of its trial, as a power cut would
         victim.wait()
@@ -124,13 +101,14 @@ def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_nam
     assert retry.state == TrialState.COMPLETE and retry.user_attrs.get("fail_reason") is None
 
 
+@pytest.mark.slow
 def test_sigterm_to_workers_parent_stops_and_reaps_every_worker(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study_file = tmp_path / "slow.toml"
     study_file.write_text(SLOW_STUDY.replace("epochs = 15", "epochs = 1000"))
-    parent = _worker(url, study_file, "slow", 10, "--workers", "2", "--threads", "2")
+    parent = spawn_worker(url, study_file, "slow", 10, "--workers", "2", "--threads", "2")
     try:
-        _wait_until(
+        wait_for(
             lambda: len([t for t in _trials(url, "slow") if t.state == TrialState.RUNNING and t.intermediate_values]) == 2,
             parent,
             "both workers to train",
