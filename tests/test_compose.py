@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import MNIST_SMALL
 from tuner.cli import main
-from tuner.runner import Tally
+from tuner.results import Tally
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from tests.conftest import MNIST_SMALL, invoke, one_error_line
-from tuner.runner import Tally
+from tuner.results import Tally
 
 REQUIRED = os.environ.get("TUNER_REQUIRE_SERVERS") == "1"  # CI: a fault that cannot be injected fails, not skips
 

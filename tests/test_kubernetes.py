@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from tests.conftest import MNIST_SMALL
 from tests.test_compose import ENV_EXAMPLE, _free_port, _get_json, _study_exists, compose, read_env_file
 from tuner.cli import main
-from tuner.runner import Tally
+from tuner.results import Tally
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"

@@ -12,7 +12,8 @@ import sys
 
 import optuna
 
-from tuner.storage import StudyLock, open_storage
+from tuner.coordination import StudyLock
+from tuner.storage import open_storage
 
 OTHER_WORKER = """
 import optuna, sys

@@ -19,8 +19,10 @@ from sqlalchemy.engine import make_url
 from tests.conftest import MNIST_SMALL, invoke
 from tuner.config import resolve_run_config
 from tuner.errors import ConfigError
-from tuner.runner import Tally, prepare_study, run_study
-from tuner.storage import StudyLock, list_studies, load_study, open_storage
+from tuner.results import Tally
+from tuner.runner import prepare_study, run_study
+from tuner.coordination import StudyLock
+from tuner.storage import list_studies, load_study, open_storage
 
 
 def _config(study_file, url, name, n_trials, **overrides):

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import FAST_STUDY, MNIST_SMALL, invoke
 from tuner.config import usable_cpus
-from tuner.runner import Tally
+from tuner.results import Tally
 from tuner.workers import threads_per_worker
 
 # Several seconds a trial: long enough to catch two workers training at once.

@@ -6,13 +6,15 @@ import json
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from tuner.cli import INTERRUPTED_EXIT, main
+from tuner.cli.group import INTERRUPTED_EXIT
 from tuner.cli.options import storage_option
 
+__all__ = ["export_best", "predict"]
 
-@main.command("export-best")
+
+@click.command("export-best")
 @click.option(
     "--study",
     "study_name",
@@ -61,8 +63,13 @@ def export_best(
     study_name, storage, trial_number, out, data_path, refit_full, force, max_params, max_latency_ms, allow_other_data, threads, quiet
 ) -> None:
     """Retrain the most accurate trial (or --trial N), score it once on the test set, save model.keras and model.json."""
+    from tuner.errors import ConfigError
     from tuner.export import export_best as run_export
-    from tuner.storage import DEFAULT_STORAGE
+
+    if data_path is not None and not data_path.strip():
+        raise ConfigError("--data must not be empty (leave it out to use the data the study was tuned on)")
+    if trial_number is not None and (max_params is not None or max_latency_ms is not None):
+        raise ConfigError("--trial cannot be combined with --max-params or --max-latency-ms")
 
     if threads:
         from tuner.training import configure_threads
@@ -79,7 +86,7 @@ def export_best(
         TextColumn("{task.fields[metrics]}"),
         console=console,
     )
-    task = None
+    task: TaskID | None = None
 
     def on_start(start) -> None:
         nonlocal task
@@ -92,12 +99,13 @@ def export_best(
         task = progress.add_task("epochs", total=start.epochs, metrics="")
 
     def on_epoch(epoch) -> None:
-        progress.update(task, completed=epoch.epoch, metrics=f"loss {epoch.loss:.4f}  acc {epoch.accuracy:.4f}")
+        if task is not None:  # epochs are reported only after on_start
+            progress.update(task, completed=epoch.epoch, metrics=f"loss {epoch.loss:.4f}  acc {epoch.accuracy:.4f}")
 
     interrupted = False
     try:
         result = run_export(
-            storage_url=storage or DEFAULT_STORAGE,
+            storage_url=storage,
             study_name=study_name,
             trial_number=trial_number,
             out=out,
@@ -126,7 +134,7 @@ def export_best(
     click.echo(f"{'replaced' if result.replaced else 'wrote'} {result.metadata_path}")
 
 
-@main.command()
+@click.command()
 @click.option(
     "--model",
     "model_dir",
