@@ -18,10 +18,10 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import MNIST_SMALL, invoke
 from tuner.config import resolve_run_config
+from tuner.coordination import StudyLock
 from tuner.errors import ConfigError
 from tuner.results import Tally
 from tuner.runner import prepare_study, run_study
-from tuner.coordination import StudyLock
 from tuner.storage import list_studies, load_study, open_storage
 
 
