@@ -84,7 +84,19 @@ def pareto_front(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss"
 
 
 def best_within_budget(study: optuna.Study, *, max_params: int | None = None, max_latency_ms: float | None = None) -> FrozenTrial:
-    """The completed trial whose cost fits the budget that a final model is trained from (tuner.selection)."""
+    """The completed trial within the budget that a final model is trained from: the most accurate (tuner.selection).
+
+    Args:
+        study: a study that ``tuner run`` made (``load_study``).
+        max_params: at most this many model parameters.
+        max_latency_ms: at most this CPU inference time per sample.
+
+    Raises ``StudyNotFoundError`` when no completed trial fits.
+
+    Example::
+
+        trial = best_within_budget(load_study("sqlite:///tuner.db", None), max_params=50_000)
+    """
     fitting = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         n_params, latency = trial.user_attrs.get("n_params"), trial.user_attrs.get("latency_ms")

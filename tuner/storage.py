@@ -157,7 +157,19 @@ class _HeartbeatRetryingStorage(optuna.storages.RDBStorage):
 
 
 def load_study(url: str, study_name: str | None) -> optuna.Study:
-    """Load an existing study; with no name, the storage's only study."""
+    """Load an existing study; with no name, the storage's only study.
+
+    Args:
+        url: SQLAlchemy URL of the study database (a SQLite file must exist).
+        study_name: the study; None for the storage's only study.
+
+    Raises ``StudyNotFoundError`` (no such study, or several and no name) or ``StorageError``.
+
+    Example::
+
+        study = load_study("sqlite:///tuner.db", "mnist-mlp")
+        print(len(study.trials))
+    """
     storage = open_storage(url, must_exist=True)
     names = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_name is None:
@@ -171,6 +183,16 @@ def load_study(url: str, study_name: str | None) -> optuna.Study:
 
 
 def list_studies(url: str) -> list[StudyInfo]:
+    """Every study in the storage with its trial counts, best trial by validation loss and convergence.
+
+    Args:
+        url: SQLAlchemy URL of the study database (a SQLite file must exist).
+
+    Example::
+
+        for info in list_studies("sqlite:///tuner.db"):
+            print(info.name, info.n_complete, info.best_value)
+    """
     storage = open_storage(url, must_exist=True)
     infos = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):

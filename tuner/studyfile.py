@@ -234,7 +234,11 @@ def load_study_file(path: str | Path) -> StudySpec:
 
 
 def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> StudySpec:
-    """Validate an already-parsed study document (the tables of a study file); ``source`` names it in errors.
+    """Validate an already-parsed study document; raise ``ConfigError`` with one clear line on any problem.
+
+    Args:
+        document: the tables of a study file ([study], [data], [sampler], [pruner], [training], [space]).
+        source: what names the document in errors (the file's path for ``load_study_file``).
 
     Example::
 
