@@ -166,7 +166,9 @@ def prepare_dashboard(
     storage = open_storage(storage_url, must_exist=True, heartbeat_interval=None, grace_period=None)
     names = tuple(study.study_name for study in storage.get_all_studies())
     if not names:
-        raise StudyNotFoundError(f"{describe_storage(storage_url)} holds no study (run 'tuner run' first or pass --storage)")
+        raise StudyNotFoundError(
+            f"{describe_storage(storage_url)} holds no study", remedy="run a study first, or give another {storage_url}"
+        )
     server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
     try:
         server = make_server(
@@ -174,7 +176,7 @@ def prepare_dashboard(
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"port {port} on {host} is already in use; choose another port") from None
+            raise ConfigError(f"port {port} on {host} is already in use", remedy="choose another {port}") from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except (ValueError, TypeError, OverflowError) as exc:  # names the IDNA codec cannot encode; ports past 65535
         raise ConfigError(f"cannot listen on {host!r} port {port}: {exc}") from None

@@ -195,7 +195,8 @@ def _download(dataset: str) -> tuple[np.ndarray, ...]:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as exc:  # network or cache failures surface as many different types
         raise DataError(
-            f"could not download {dataset} ({type(exc).__name__}: {exc}); pass --data DIR with the four IDX .gz files, or an .npz file"
+            f"could not download {dataset} ({type(exc).__name__}: {exc})",
+            remedy="give {data_path}: a directory with the four IDX .gz files, or an .npz file",
         ) from None
     return x_train, y_train, x_test, y_test
 

@@ -218,7 +218,8 @@ def _prepare_job(study: optuna.Study, chosen: _Chosen, *, data_path: str | None,
     if tuned is not None and other_data and not allow_other_data:
         raise ConfigError(
             f"the data at {final.tuning.source} is not what study {study.study_name!r} was tuned on"
-            f" (checksum {final.tuning.checksum[:19]}... instead of {tuned[:19]}...); leave out --data, or pass --allow-other-data"
+            f" (checksum {final.tuning.checksum[:19]}... instead of {tuned[:19]}...)",
+            remedy="leave out {data_path}, or pass {allow_other_data}",
         )
     x_fit, y_fit = _fit_data(final, refit_full)
     return _Job(
@@ -460,16 +461,16 @@ def _check_target_path(target: Path, *, force: bool) -> None:
     if not target.resolve().name:
         raise ExportError(f"output path {target} is a file system root; choose a directory for the export")
     if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise ExportError(f"output path {target} exists and is not a directory; choose another --out")
+        raise ExportError(f"output path {target} exists and is not a directory", remedy="choose another {out}")
     if not target.exists() or not any(target.iterdir()):
         return
     metadata = target / METADATA_FILE
     if not metadata.is_file():
         raise ExportError(
-            f"output directory {target} is not empty and holds no {METADATA_FILE}; refusing to replace it, choose another --out"
+            f"output directory {target} is not empty and holds no {METADATA_FILE}; refusing to replace it", remedy="choose another {out}"
         )
     if not force:
-        raise ExportError(f"{target} already holds an export; pass --force to replace it")
+        raise ExportError(f"{target} already holds an export", remedy="pass {force} to replace it")
 
 
 def _write_export(target: Path, model: keras.Model, metadata: ExportMetadata, *, force: bool) -> bool:

@@ -97,7 +97,8 @@ def _engine_kwargs(parsed: URL, url: str, *, must_exist: bool) -> dict[str, Any]
         database = parsed.database or ""
         if must_exist and not _is_file(database):
             raise StudyNotFoundError(
-                f"no study database at {_absolute(database) if database else mask_url(url)} (run 'tuner run' first or pass --storage)"
+                f"no study database at {_absolute(database) if database else mask_url(url)}",
+                remedy="run a study first, or give another {storage_url}",
             )
         # Several local workers share the file: wait for the lock instead of failing at once.
         return {"connect_args": {"timeout": 60}}
@@ -175,7 +176,7 @@ def load_study(url: str, study_name: str | None) -> optuna.Study:
     if study_name is None:
         if len(names) != 1:
             found = ", ".join(names) if names else "none"
-            raise StudyNotFoundError(f"{describe_storage(url)} holds {len(names)} studies ({found}); choose one with --study")
+            raise StudyNotFoundError(f"{describe_storage(url)} holds {len(names)} studies ({found})", remedy="choose one with {study_name}")
         study_name = names[0]
     if study_name not in names:
         raise StudyNotFoundError(f"no study named {study_name!r} in {describe_storage(url)} (studies: {', '.join(names) or 'none'})")

@@ -11,9 +11,17 @@ import click
 
 from tuner.errors import TunerError
 
-__all__ = ["INTERRUPTED_EXIT", "TunerGroup"]
+__all__ = ["INTERRUPTED_EXIT", "TunerGroup", "flag_for"]
 
 INTERRUPTED_EXIT = 130
+
+# The library's parameters whose flag is not simply their name in kebab case.
+_FLAGS = {"storage_url": "--storage", "study_name": "--study", "data_path": "--data", "trial_number": "--trial", "top_k": "--top"}
+
+
+def flag_for(parameter: str) -> str:
+    """The command-line flag of a library parameter named in an error's remedy."""
+    return _FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 class TunerGroup(click.Group):
@@ -26,13 +34,13 @@ class TunerGroup(click.Group):
             _apply_env_file(self, ctx)
             return super().invoke(ctx)
         except TunerError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {exc.describe(flag_for)}", err=True)
             ctx.exit(exc.exit_code)
         except Exception as exc:
             error = _storage_failure(exc)
             if error is None:
                 raise  # a bug: keep the traceback
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {error.describe(flag_for)}", err=True)
             ctx.exit(error.exit_code)
 
 
