@@ -292,7 +292,7 @@ def audit(url: str, trials: int) -> dict[str, Any]:
     """Nothing lost: exactly ``trials`` finished trials numbered 0..N-1, none RUNNING or WAITING."""
     import optuna
 
-    from tuner.runner import Tally
+    from tuner.results import Tally
 
     found = optuna.load_study(study_name=STUDY, storage=url).get_trials(deepcopy=False)
     tally = Tally.of(found)

@@ -136,7 +136,7 @@ def ms(seconds: float) -> float:
 
 
 def _timed_lock(storage, timings: _Timings):
-    from tuner.storage import StudyLock
+    from tuner.coordination import StudyLock
 
     class TimedStudyLock(StudyLock):
         """tuner's study lock, timing how long each acquisition waited and how long it was held."""
@@ -254,8 +254,9 @@ def run_client(spec: dict[str, Any]) -> None:
 
     from tuner.config import resolve_run_config
     from tuner.convergence import estimate_convergence
-    from tuner.runner import Tally, _TrialSeededSampler, _work, best_outcome
-    from tuner.search import make_pruner
+    from tuner.results import Tally, best_outcome
+    from tuner.runner import _work
+    from tuner.search import TrialSeededSampler, make_pruner
     from tuner.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -280,7 +281,7 @@ def run_client(spec: dict[str, Any]) -> None:
         study = optuna.create_study(
             study_name=STUDY,
             storage=study_storage,
-            sampler=_TrialSeededSampler(spec_.sampler),
+            sampler=TrialSeededSampler(spec_.sampler),
             pruner=make_pruner(spec_.pruner, max_epochs=spec_.max_epochs),
             direction="minimize",
             load_if_exists=True,

@@ -129,7 +129,7 @@ def _run(url: str, study_file: Path, args) -> dict:
 def _audit(url: str, n_trials: int) -> dict:
     import optuna
 
-    from tuner.runner import Tally
+    from tuner.results import Tally
 
     trials = optuna.load_study(study_name="soak", storage=url).get_trials(deepcopy=False)
     tally = Tally.of(trials)
@@ -182,7 +182,7 @@ def _memory(samples: list[dict], n_trials: int) -> dict:
 
 
 def _finished(storage) -> int:
-    from tuner.runner import Tally
+    from tuner.results import Tally
 
     try:
         study_id = storage.get_study_id_from_name("soak")

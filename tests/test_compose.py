@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from tests.helpers import COMPOSE_FILE, ENV_EXAMPLE, MNIST_SMALL, REPO_ROOT, compose, free_port, poll_json, read_env_file, study_exists
 from tuner.cli import main
-from tuner.runner import Tally
+from tuner.results import Tally
 
 
 def test_compose_file_matches_the_compose_spec():

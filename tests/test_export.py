@@ -16,7 +16,7 @@ from tuner.data import load_final_data
 from tuner.export import EpochProgress
 from tuner.records import epoch_log
 from tuner.selection import final_epochs, most_accurate
-from tuner.storage import mask_url
+from tuner.storageurl import mask_url
 
 
 def _study(url: str, name: str) -> optuna.Study:

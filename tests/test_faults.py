@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from tests.helpers import invoke, one_error_line, spawn_worker, sqlite_file, wait_for
-from tuner.runner import Tally
+from tuner.results import Tally
 
 # Every fault is injected into real `tuner run` / export-best processes or trainings.
 pytestmark = pytest.mark.slow

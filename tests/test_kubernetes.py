@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from tests.helpers import ENV_EXAMPLE, MNIST_SMALL, compose, free_port, poll_json, read_env_file, study_exists
 from tuner.cli import main
-from tuner.runner import Tally
+from tuner.results import Tally
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"

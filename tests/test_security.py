@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, piped, wait_for
 from tuner.errors import ConfigError, DataError, InputImageError, ModelError
-from tuner.runner import Tally
+from tuner.results import Tally
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "tuner").rglob("*.py"))
@@ -132,7 +132,8 @@ def _is_sqlalchemy_construct(node: ast.AST) -> bool:
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
 def test_study_lock_sends_constant_sql_with_bound_values(servers, backend):
     """The server-side lock is keyed by the study name: the name must never become SQL text."""
-    from tuner.storage import StudyLock, open_storage
+    from tuner.coordination import StudyLock
+    from tuner.storage import open_storage
 
     storage = open_storage(servers.url(backend), heartbeat_interval=None)
     sent = []

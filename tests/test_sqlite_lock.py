@@ -13,7 +13,8 @@ import sys
 import optuna
 import pytest
 
-from tuner.storage import StudyLock, open_storage
+from tuner.coordination import StudyLock
+from tuner.storage import open_storage
 
 # A second Python process holds the other side of the lock.
 pytestmark = pytest.mark.slow

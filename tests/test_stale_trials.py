@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from tests.helpers import MNIST_SMALL
 from tuner.config import resolve_run_config
-from tuner.runner import Tally, run_study
+from tuner.results import Tally
+from tuner.runner import run_study
 from tuner.storage import open_storage
 
 

@@ -18,9 +18,11 @@ from sqlalchemy.engine import make_url
 
 from tests.helpers import MNIST_SMALL, invoke, objective_value, spawn_worker
 from tuner.config import resolve_run_config
+from tuner.coordination import StudyLock
 from tuner.errors import ConfigError
-from tuner.runner import RunStart, Tally, prepare_study, run_study
-from tuner.storage import StudyLock, list_studies, load_study, open_storage
+from tuner.results import RunStart, Tally
+from tuner.runner import prepare_study, run_study
+from tuner.storage import list_studies, load_study, open_storage
 
 
 def _config(study_file, url, name, n_trials, **overrides):

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, spawn_worker, wait_for
 from tuner.config import usable_cpus
-from tuner.runner import Tally
+from tuner.results import Tally
 from tuner.workers import threads_per_worker
 
 # Several seconds a trial: long enough to catch two workers training at once.

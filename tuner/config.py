@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tuner.errors import ConfigError
-from tuner.storage import DEFAULT_STORAGE
-from tuner.studyfile import MAX_SEED, StudySpec, default_study_file, load_study_file
+from tuner.storageurl import DEFAULT_STORAGE
+from tuner.studyfile import MAX_SEED, MAX_STUDY_NAME, StudySpec, default_study_file, is_valid_study_name, load_study_file
 
 __all__ = ["RunConfig", "resolve_run_config", "resolve_study_file", "default_workers", "usable_cpus"]
 
@@ -79,39 +79,33 @@ def resolve_run_config(
     warm_start_top: int | None = None,
     until_converged: bool | None = None,
 ) -> RunConfig:
+    """The settings of one run: the values given, the rest from the study file, then defaults.
+
+    Args:
+        study_file: the study definition (default: studies/mnist_mlp.toml here, else the packaged one).
+        study_name: default the study file's name.
+        storage_url: SQLAlchemy URL of the study database (default ``DEFAULT_STORAGE``).
+        data_path: the data to tune on (default: the study's dataset, downloaded).
+        n_trials: finished trials the study should hold in total (default 100).
+        timeout, seed, baselines, portfolio, threads, workers, heartbeat_interval, grace_period,
+        reconnect_timeout, warm_start_from, warm_start_storage, warm_start_top, until_converged:
+            as the ``tuner run`` options of the same names; None takes the study file's or the default.
+
+    Raises ``ConfigError`` naming the option at fault.
+
+    Example::
+
+        config = resolve_run_config(study_file="studies/mnist_mlp.toml", n_trials=20, seed=7)
+        result = run_study(config)
+    """
     spec = resolve_study_file(study_file)
-    if n_trials is not None and n_trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {n_trials}")
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"--timeout must be positive, got {timeout}")
     total = 100 if n_trials is None else n_trials
-    if seed is not None and not 0 <= seed <= MAX_SEED - total:
-        raise ConfigError(f"--seed must be between 0 and {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {seed}")
-    if seed is None and spec.sampler.seed > MAX_SEED - total:
-        raise ConfigError(
-            f"{spec.source}: sampler.seed must be at most {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {spec.sampler.seed}"
-        )
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    _check_run_size(spec, n_trials=n_trials, timeout=timeout, seed=seed, threads=threads, workers=workers)
     heartbeat = RunConfig.heartbeat_interval if heartbeat_interval is None else heartbeat_interval
     grace = max(RunConfig.grace_period, 3 * heartbeat) if grace_period is None else grace_period
-    if heartbeat < 1:
-        raise ConfigError(f"--heartbeat must be at least 1 second, got {heartbeat}")
-    if grace <= heartbeat:
-        raise ConfigError(f"--grace-period ({grace} s) must be longer than --heartbeat ({heartbeat} s), or live trials look dead")
-    if reconnect_timeout is not None and reconnect_timeout < 0:
-        raise ConfigError(f"--reconnect-timeout must be at least 0, got {reconnect_timeout}")
+    _check_timing(heartbeat=heartbeat, grace=grace, reconnect_timeout=reconnect_timeout)
     name = spec.name if study_name is None else study_name
-    if not name.strip() or len(name) > 200 or any(ord(c) < 32 for c in name):
-        raise ConfigError(f"--study must be 1 to 200 printable characters, got {name!r}")
-    if data_path is not None and not data_path.strip():
-        raise ConfigError("--data must not be empty")
-    if warm_start_top is not None and warm_start_top < 1:
-        raise ConfigError(f"--top must be at least 1, got {warm_start_top}")
-    if warm_start_from is not None and not warm_start_from.strip():
-        raise ConfigError("--warm-start-from must name a study")
+    _check_names(name, data_path=data_path, warm_start_from=warm_start_from, warm_start_top=warm_start_top)
     if seed is not None:
         spec = replace(spec, sampler=replace(spec.sampler, seed=seed))
     return RunConfig(
@@ -119,7 +113,7 @@ def resolve_run_config(
         study_name=name,
         storage_url=storage_url or DEFAULT_STORAGE,
         data_path=data_path,
-        n_trials=100 if n_trials is None else n_trials,
+        n_trials=total,
         timeout=timeout,
         seed=spec.sampler.seed,
         baselines=spec.baselines if baselines is None else baselines,
@@ -144,6 +138,47 @@ def resolve_run_config(
             if value is not None
         ),
     )
+
+
+def _check_run_size(
+    spec: StudySpec, *, n_trials: int | None, timeout: float | None, seed: int | None, threads: int | None, workers: int | None
+) -> None:
+    """How many trials, for how long, on how many threads and workers; the seed leaves room for every trial's own."""
+    if n_trials is not None and n_trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {n_trials}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"--timeout must be positive, got {timeout}")
+    total = 100 if n_trials is None else n_trials
+    if seed is not None and not 0 <= seed <= MAX_SEED - total:
+        raise ConfigError(f"--seed must be between 0 and {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {seed}")
+    if seed is None and spec.sampler.seed > MAX_SEED - total:
+        raise ConfigError(
+            f"{spec.source}: sampler.seed must be at most {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {spec.sampler.seed}"
+        )
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+
+
+def _check_timing(*, heartbeat: int, grace: int, reconnect_timeout: float | None) -> None:
+    if heartbeat < 1:
+        raise ConfigError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    if grace <= heartbeat:
+        raise ConfigError(f"--grace-period ({grace} s) must be longer than --heartbeat ({heartbeat} s), or live trials look dead")
+    if reconnect_timeout is not None and reconnect_timeout < 0:
+        raise ConfigError(f"--reconnect-timeout must be at least 0, got {reconnect_timeout}")
+
+
+def _check_names(name: str, *, data_path: str | None, warm_start_from: str | None, warm_start_top: int | None) -> None:
+    if not is_valid_study_name(name):
+        raise ConfigError(f"--study must be 1 to {MAX_STUDY_NAME} printable characters, got {name!r}")
+    if data_path is not None and not data_path.strip():
+        raise ConfigError("--data must not be empty")
+    if warm_start_top is not None and warm_start_top < 1:
+        raise ConfigError(f"--top must be at least 1, got {warm_start_top}")
+    if warm_start_from is not None and not warm_start_from.strip():
+        raise ConfigError("--warm-start-from must name a study")
 
 
 def default_workers(*, threads: int | None = None, cpus: int | None = None, memory_bytes: int | None = None) -> int:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["Convergence", "estimate_convergence"]
+from tuner.trials import FINISHED_STATES
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+__all__ = ["Convergence", "estimate_convergence"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Convergence:
 
 
 def estimate_convergence(study: optuna.Study, *, window: int = 20, tolerance: float = 0.01) -> Convergence:
-    trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
+    trials = sorted(study.get_trials(deepcopy=False, states=FINISHED_STATES), key=lambda t: t.number)
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     best_so_far: list[float | None] = []
     best: float | None = None

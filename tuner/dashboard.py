@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.storage import describe_storage, first_line, open_storage
+from tuner.storage import database_message, open_storage
+from tuner.storageurl import describe_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -122,12 +123,16 @@ class CurvePublisher:
             try:
                 self.publish_once()
             except Exception as exc:  # a busy or lost database must not stop the dashboard; try again later
-                _log.warning("could not store the accuracy curves: %s", first_line(exc))
+                _log.warning("could not store the accuracy curves: %s", database_message(exc))
             self._stop.wait(self.every_seconds)
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+
+
+class _ThreadedServer6(_ThreadedServer):
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -142,6 +147,18 @@ def prepare_dashboard(
 
     Raises ``StudyNotFoundError`` for a missing SQLite file or a storage without studies (nothing
     is created), ``ConfigError`` when the address cannot be bound.
+
+    Args:
+        storage_url: SQLAlchemy URL of the study database.
+        host, port: where to listen; port 0 picks a free one.
+        log_requests: log every HTTP request.
+        publish_curves: keep tuner's validation-accuracy figures stored in each study.
+
+    Example::
+
+        dashboard = prepare_dashboard(storage_url="sqlite:///tuner.db", port=0)
+        print(dashboard.url)
+        dashboard.serve_forever()
     """
     from optuna_dashboard import wsgi
 
@@ -149,17 +166,17 @@ def prepare_dashboard(
     storage = open_storage(storage_url, must_exist=True, heartbeat_interval=None, grace_period=None)
     names = tuple(study.study_name for study in storage.get_all_studies())
     if not names:
-        raise StudyNotFoundError(f"{describe_storage(storage_url)} holds no study (run 'tuner run' first or pass --storage)")
-    server_class = _ThreadedServer
-    if ":" in host:
-        server_class = type("_ThreadedServer6", (_ThreadedServer,), {"address_family": socket.AF_INET6})
+        raise StudyNotFoundError(
+            f"{describe_storage(storage_url)} holds no study", remedy="run a study first, or give another {storage_url}"
+        )
+    server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
     try:
         server = make_server(
             host, port, wsgi(storage), server_class=server_class, handler_class=WSGIRequestHandler if log_requests else _QuietHandler
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"port {port} on {host} is already in use; choose another with --port") from None
+            raise ConfigError(f"port {port} on {host} is already in use", remedy="choose another {port}") from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except (ValueError, TypeError, OverflowError) as exc:  # names the IDNA codec cannot encode; ports past 65535
         raise ConfigError(f"cannot listen on {host!r} port {port}: {exc}") from None

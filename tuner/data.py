@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +30,14 @@ _IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +99,7 @@ def _load(dataset: str, data_path: str | None, validation_fraction: float, split
     class_names: tuple[str, ...] | None = None
     feature_names: tuple[str, ...] | None = None
     kind = "mnist"
+    arrays: Sequence[np.ndarray]
     if not data_path:
         arrays = _download(dataset)
     elif _is_csv(Path(data_path)):
@@ -186,7 +195,8 @@ def _download(dataset: str) -> tuple[np.ndarray, ...]:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as exc:  # network or cache failures surface as many different types
         raise DataError(
-            f"could not download {dataset} ({type(exc).__name__}: {exc}); pass --data DIR with the four IDX .gz files, or an .npz file"
+            f"could not download {dataset} ({type(exc).__name__}: {exc})",
+            remedy="give {data_path}: a directory with the four IDX .gz files, or an .npz file",
         ) from None
     return x_train, y_train, x_test, y_test
 
@@ -238,7 +248,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < header_end:
         raise DataError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{n_dims}I", raw[4:header_end])
-    dtype = np.dtype(_IDX_DTYPES[type_code])
+    dtype = _IDX_DTYPES[type_code]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header_end != expected:
         raise DataError(f"{path}: header says {shape} ({expected} bytes) but the file holds {len(raw) - header_end} bytes")

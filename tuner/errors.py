@@ -6,6 +6,8 @@ escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = [
     "TunerError",
     "ConfigError",
@@ -20,13 +22,39 @@ __all__ = [
 
 
 class TunerError(Exception):
-    """Base class: a problem the user can fix, reported as one line."""
+    """Base class: a problem the user can fix, reported as one line.
+
+    ``remedy`` says how to fix it, naming the parameters involved as ``{name}`` fields: ``str(error)``
+    shows them as the Python API's arguments (`` `force` ``), the command line as its flags (``--force``),
+    through ``describe``. The library thus never names a flag, and each interface names its own.
+    """
 
     exit_code = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, remedy: str | None = None) -> None:
         # User input (keys, names, paths) ends up in messages: control characters would break the one line.
-        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message)))
+        self.problem = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+        self.remedy = remedy  # written by tuner itself, never holding user input: safe to format
+        super().__init__(self.describe(_argument))
+
+    def describe(self, parameter: Callable[[str], str]) -> str:
+        """The one line, with each parameter of the remedy named by ``parameter(name)``."""
+        if self.remedy is None:
+            return self.problem
+        return f"{self.problem}; {self.remedy.format_map(_Names(parameter))}"
+
+
+def _argument(name: str) -> str:
+    return f"`{name}`"
+
+
+class _Names(dict[str, str]):
+    def __init__(self, parameter: Callable[[str], str]) -> None:
+        super().__init__()
+        self.parameter = parameter
+
+    def __missing__(self, name: str) -> str:
+        return self.parameter(name)
 
 
 class ConfigError(TunerError):

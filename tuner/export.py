@@ -9,6 +9,7 @@ Files are written to a temporary directory next to the target and renamed into p
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -33,7 +34,8 @@ from tuner.pareto import best_within_budget
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
 from tuner.selection import final_epochs, most_accurate
-from tuner.storage import describe_storage, load_study, mask_url
+from tuner.storage import load_study
+from tuner.storageurl import describe_storage, mask_url
 from tuner.studyfile import TrainingSpec
 from tuner.swap import install_directory
 
@@ -117,28 +119,93 @@ def export_best(
     on_start: Callable[[ExportStart], None] | None = None,
     on_epoch: Callable[[EpochProgress], None] | None = None,
 ) -> ExportResult:
-    """Train the best completed trial (or ``trial_number``) as the final model and write it to ``out``.
+    """Train the most accurate completed trial (or ``trial_number``) as the final model and write it to ``out``.
 
-    The best trial is the completed one of highest validation accuracy (tuner.selection); with
-    ``max_params`` / ``max_latency_ms``, the one of highest validation accuracy within that budget. The model trains with the seed its trial trained with. ``data_path`` data other than the
-    study's (by checksum) is refused unless ``allow_other_data``; model.json then records both checksums.
+    Args:
+        storage_url: SQLAlchemy URL of the study database.
+        study_name: the study; None for the storage's only study.
+        trial_number: export this completed trial instead of the most accurate one.
+        out: the export directory (default ``artifacts/<study>``).
+        data_path: train on this data instead of the study's; data other than the study's (by checksum)
+            is refused unless ``allow_other_data``, and model.json then records both checksums.
+        refit_full: train on the validation part too.
+        force: replace an existing export at ``out``.
+        max_params, max_latency_ms: export the most accurate trial within this budget instead.
+        on_start, on_epoch: progress callbacks.
+
+    The trial is the completed one of highest validation accuracy (tuner.selection), within the budget
+    if one is given; the model trains with the seed its trial trained with. Raises ``ConfigError``,
+    ``StudyNotFoundError``, ``StorageError``, ``DataError`` or ``ExportError``.
+
+    Example::
+
+        result = export_best(storage_url="sqlite:///tuner.db", out="artifacts/mnist")
+        print(result.test_accuracy, result.model_path)
     """
     started, started_at = time.perf_counter(), _now()
     if data_path is not None and not data_path.strip():
-        raise ConfigError("--data must not be empty (leave it out to use the data the study was tuned on)")
+        raise ConfigError("data_path must not be empty (None trains on the data the study was tuned on)")
+    if trial_number is not None and (max_params is not None or max_latency_ms is not None):
+        raise ConfigError("trial_number cannot be combined with max_params or max_latency_ms")
     if out is not None:
         _check_target(Path(out), force=force)  # fail before anything slow
     study = load_study(storage_url, study_name)
-    if trial_number is not None and (max_params is not None or max_latency_ms is not None):
-        raise ConfigError("--trial cannot be combined with --max-params or --max-latency-ms")
-    if max_params is not None or max_latency_ms is not None:
-        trial = best_within_budget(study, max_params=max_params, max_latency_ms=max_latency_ms)
-    else:
-        trial = _pick_trial(study, trial_number)
+    chosen = _choose_trial(study, trial_number=trial_number, max_params=max_params, max_latency_ms=max_latency_ms)
     target = Path(out) if out is not None else default_export_dir(study.study_name)
     _check_target(target, force=force)
+    job = _prepare_job(study, chosen, data_path=data_path, allow_other_data=allow_other_data, refit_full=refit_full)
+    if on_start:
+        on_start(_export_start(job, storage_url, target))
+    model, history, train_seconds = _train(job, on_epoch=on_epoch)
+    test = _evaluate(model, job.final)
+    metadata = _metadata(job, storage_url, test=test, history=history, train_seconds=train_seconds, started_at=started_at)
+    replaced = _write_export(target, model, metadata, force=force)
+    _record(study, target, chosen.trial.number, test, metadata.finished_at)
+    return _result(job, test, target=target, replaced=replaced, wall_seconds=time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """The trial to export and why it was chosen."""
+
+    trial: FrozenTrial
+    is_best: bool  # the study's most accurate trial (within the budget, if one was given)
+    selected: str  # model.json's "selected": "best", "within-budget" or "chosen"
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything the final training needs, settled before it starts."""
+
+    study_name: str
+    chosen: _Chosen
+    provenance: StudyProvenance
+    final: FinalData
+    other_data: bool  # trains on data other than the study's (allowed by allow_other_data)
+    epochs: int
+    seed: int
+    refit_full: bool
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+
+    @property
+    def trial(self) -> FrozenTrial:
+        return self.chosen.trial
+
+
+def _choose_trial(study: optuna.Study, *, trial_number: int | None, max_params: int | None, max_latency_ms: float | None) -> _Chosen:
+    if max_params is not None or max_latency_ms is not None:
+        trial = best_within_budget(study, max_params=max_params, max_latency_ms=max_latency_ms)
+        return _Chosen(trial=trial, is_best=True, selected="within-budget")  # the best of those the budget allows
+    trial = _pick_trial(study, trial_number)
+    is_best = trial_number is None or trial.number == _pick_trial(study, None).number
+    return _Chosen(trial=trial, is_best=is_best, selected="best" if is_best else "chosen")
+
+
+def _prepare_job(study: optuna.Study, chosen: _Chosen, *, data_path: str | None, allow_other_data: bool, refit_full: bool) -> _Job:
+    """The study's record, the data (refused if it is not the study's, unless allowed), the epochs and the seed."""
     provenance = StudyProvenance.required(study)
-    epochs = _final_epochs(trial)
+    epochs = _final_epochs(chosen.trial)
     final = load_final_data(
         dataset=provenance.dataset,
         data_path=data_path or provenance.data_path,
@@ -146,56 +213,68 @@ def export_best(
         split_seed=provenance.split_seed,
         options=provenance.data_options,
     )
-    other_data = provenance.data_checksum is not None and final.tuning.checksum != provenance.data_checksum
-    if other_data and not allow_other_data:
+    tuned = provenance.data_checksum
+    other_data = tuned is not None and final.tuning.checksum != tuned
+    if tuned is not None and other_data and not allow_other_data:
         raise ConfigError(
-            f"the data at {final.tuning.source} is not what study {study.study_name!r} was tuned on (checksum {final.tuning.checksum[:19]}..."
-            f" instead of {provenance.data_checksum[:19]}...); leave out --data, or pass --allow-other-data"
+            f"the data at {final.tuning.source} is not what study {study.study_name!r} was tuned on"
+            f" (checksum {final.tuning.checksum[:19]}... instead of {tuned[:19]}...)",
+            remedy="leave out {data_path}, or pass {allow_other_data}",
         )
-    seed = recorded_trial_seed(trial, provenance.seed)
     x_fit, y_fit = _fit_data(final, refit_full)
-    is_best = trial_number is None or trial.number == _pick_trial(study, None).number
-    if on_start:
-        on_start(
-            ExportStart(
-                study_name=study.study_name,
-                storage=describe_storage(storage_url),
-                trial_number=trial.number,
-                is_best=is_best,
-                params=dict(trial.params),
-                epochs=epochs,
-                n_train=len(x_fit),
-                n_test=len(final.x_test),
-                data_source=final.tuning.source,
-                out=target,
-            )
-        )
-
-    model, history, train_seconds = _train(
-        trial, final, x_fit, y_fit, refit_full=refit_full, epochs=epochs, seed=seed, provenance=provenance, on_epoch=on_epoch
-    )
-    test = _evaluate(model, final)
-    tuning = final.tuning
-    metadata = ExportMetadata(
+    return _Job(
         study_name=study.study_name,
+        chosen=chosen,
+        provenance=provenance,
+        final=final,
+        other_data=other_data,
+        epochs=epochs,
+        seed=recorded_trial_seed(chosen.trial, provenance.seed),
+        refit_full=refit_full,
+        x_fit=x_fit,
+        y_fit=y_fit,
+    )
+
+
+def _export_start(job: _Job, storage_url: str, target: Path) -> ExportStart:
+    return ExportStart(
+        study_name=job.study_name,
+        storage=describe_storage(storage_url),
+        trial_number=job.trial.number,
+        is_best=job.chosen.is_best,
+        params=dict(job.trial.params),
+        epochs=job.epochs,
+        n_train=len(job.x_fit),
+        n_test=len(job.final.x_test),
+        data_source=job.final.tuning.source,
+        out=target,
+    )
+
+
+def _metadata(
+    job: _Job, storage_url: str, *, test: dict[str, Any], history: list[dict[str, float]], train_seconds: float, started_at: str
+) -> ExportMetadata:
+    trial, provenance, tuning = job.trial, job.provenance, job.final.tuning
+    return ExportMetadata(
+        study_name=job.study_name,
         storage=mask_url(storage_url),
         trial_number=trial.number,
-        selected="within-budget" if max_params is not None or max_latency_ms is not None else "best" if is_best else "chosen",
+        selected=job.chosen.selected,
         params=dict(trial.params),
         trial={
             "val_loss": trial.value,
             "val_accuracy": _peak_accuracy(trial),
-            "best_epoch": epochs,  # the epoch of that accuracy, which the final model trains to
+            "best_epoch": job.epochs,  # the epoch of that accuracy, which the final model trains to
             "lowest_loss_epoch": trial.user_attrs.get("best_epoch"),
             "epochs_trained": trial.user_attrs.get("epochs_trained"),
         },
         test=test,
         training={
-            "epochs": epochs,
+            "epochs": job.epochs,
             "batch_size": trial.params["batch_size"],
-            "refit_full": refit_full,
-            "n_samples": len(x_fit),
-            "seed": seed,
+            "refit_full": job.refit_full,
+            "n_samples": len(job.x_fit),
+            "seed": job.seed,
             "seed_source": "the trial's own" if TRIAL_SEED_ATTR in trial.user_attrs else "the study's seed + trial number",
             "seconds": round(train_seconds, 3),
             "history": history,
@@ -204,7 +283,7 @@ def export_best(
             "dataset": provenance.dataset,
             "source": tuning.source,
             "checksum": tuning.checksum,
-            "tuned_checksum": provenance.data_checksum if other_data else None,  # set only with --allow-other-data
+            "tuned_checksum": provenance.data_checksum if job.other_data else None,  # set only with allow_other_data
             "validation_fraction": provenance.validation_fraction,
             "split_seed": provenance.split_seed,
         },
@@ -213,25 +292,27 @@ def export_best(
         started_at=started_at,
         finished_at=_now(),
     )
-    replaced = _write_export(target, model, metadata, force=force)
-    _record(study, target, trial.number, test, metadata.finished_at)
+
+
+def _result(job: _Job, test: dict[str, Any], *, target: Path, replaced: bool, wall_seconds: float) -> ExportResult:
+    trial = job.trial
     return ExportResult(
-        study_name=study.study_name,
+        study_name=job.study_name,
         trial_number=trial.number,
-        is_best=is_best,
+        is_best=job.chosen.is_best,
         params=dict(trial.params),
-        val_loss=float(trial.value),
+        val_loss=float(trial.value) if trial.value is not None else math.nan,
         val_accuracy=trial.user_attrs.get("val_accuracy"),
         test_loss=test["loss"],
         test_accuracy=test["accuracy"],
         n_test=test["n_samples"],
-        epochs=epochs,
-        seed=seed,
+        epochs=job.epochs,
+        seed=job.seed,
         out=target,
         model_path=target / MODEL_FILE,
         metadata_path=target / METADATA_FILE,
         replaced=replaced,
-        wall_seconds=time.perf_counter() - started,
+        wall_seconds=wall_seconds,
     )
 
 
@@ -274,7 +355,7 @@ def _model_input(tuning, provenance: StudyProvenance) -> ModelInput:
         label_column=options.label_column if tuning.kind == "table" else None,
         feature_mean=None if tuning.feature_mean is None else tuple(float(v) for v in tuning.feature_mean),
         feature_std=None if tuning.feature_std is None else tuple(float(v) for v in tuning.feature_std),
-        image_size=tuple(options.image_size) if tuning.kind == "images" else None,
+        image_size=(options.image_size[0], options.image_size[1]) if tuning.kind == "images" else None,
         color=options.color if tuning.kind == "images" else False,
     )
 
@@ -298,21 +379,12 @@ def _fit_data(final: FinalData, refit_full: bool) -> tuple[np.ndarray, np.ndarra
     return np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val])
 
 
-def _train(
-    trial: FrozenTrial,
-    final: FinalData,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    refit_full: bool,
-    epochs: int,
-    seed: int,
-    provenance: StudyProvenance,
-    on_epoch: Callable[[EpochProgress], None] | None,
-) -> tuple[keras.Model, list[dict[str, float]], float]:
+def _train(job: _Job, *, on_epoch: Callable[[EpochProgress], None] | None) -> tuple[keras.Model, list[dict[str, float]], float]:
     import keras
 
     from tuner.model import rebuild_model
+
+    trial, final, x, y, epochs = job.trial, job.final, job.x_fit, job.y_fit, job.epochs
 
     needed = ["n_layers", "optimizer", "learning_rate", "batch_size", "epochs", "l2"] + (
         ["units", "dropout"] if trial.params.get("n_layers") else []
@@ -321,8 +393,8 @@ def _train(
     if missing:
         raise StorageError(f"trial {trial.number} does not record {', '.join(missing)}; it was not run by this version of tuner")
     keras.backend.clear_session(free_memory=True)
-    keras.utils.set_random_seed(seed)
-    training = TrainingSpec(steps_per_execution=provenance.steps_per_execution, jit_compile=provenance.jit_compile)
+    keras.utils.set_random_seed(job.seed)
+    training = TrainingSpec(steps_per_execution=job.provenance.steps_per_execution, jit_compile=job.provenance.jit_compile)
     # The schedule spans the trial's whole epoch budget over this (larger) training set, and the job
     # trains the trial's best epoch count of it: the same learning rate at every epoch as in the search.
     model, _ = rebuild_model(
@@ -337,7 +409,7 @@ def _train(
         if on_epoch:
             on_epoch(EpochProgress(epoch=epoch + 1, epochs=epochs, loss=loss, accuracy=float(logs.get("accuracy", np.nan))))
 
-    validation = None if refit_full else (final.tuning.x_val, final.tuning.y_val)
+    validation = None if job.refit_full else (final.tuning.x_val, final.tuning.y_val)
     started = time.perf_counter()
     fit = model.fit(
         x,
@@ -389,16 +461,16 @@ def _check_target_path(target: Path, *, force: bool) -> None:
     if not target.resolve().name:
         raise ExportError(f"output path {target} is a file system root; choose a directory for the export")
     if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise ExportError(f"output path {target} exists and is not a directory; choose another --out")
+        raise ExportError(f"output path {target} exists and is not a directory", remedy="choose another {out}")
     if not target.exists() or not any(target.iterdir()):
         return
     metadata = target / METADATA_FILE
     if not metadata.is_file():
         raise ExportError(
-            f"output directory {target} is not empty and holds no {METADATA_FILE}; refusing to replace it, choose another --out"
+            f"output directory {target} is not empty and holds no {METADATA_FILE}; refusing to replace it", remedy="choose another {out}"
         )
     if not force:
-        raise ExportError(f"{target} already holds an export; pass --force to replace it")
+        raise ExportError(f"{target} already holds an export", remedy="pass {force} to replace it")
 
 
 def _write_export(target: Path, model: keras.Model, metadata: ExportMetadata, *, force: bool) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tuner.errors import InputImageError
+from tuner.text import first_line
 
 __all__ = ["IMAGE_SIDE", "InputBatch", "load_inputs", "read_image", "read_array", "read_numeric_npy", "mnist_style"]
 
@@ -61,7 +62,8 @@ def load_inputs(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) -
         return InputBatch(path=path, names=names, pixels=pixels)
     if input_dim != IMAGE_SIDE * IMAGE_SIDE:
         raise InputImageError(
-            f"{path}: the model expects {input_dim} features, but images become {IMAGE_SIDE}x{IMAGE_SIDE} = {IMAGE_SIDE * IMAGE_SIDE}; pass a .npy array"
+            f"{path}: the model expects {input_dim} features,"
+            f" but images become {IMAGE_SIDE}x{IMAGE_SIDE} = {IMAGE_SIDE * IMAGE_SIDE}; pass a .npy array"
         )
     return InputBatch(path=path, names=(str(path),), pixels=read_image(path).reshape(1, -1))
 
@@ -81,9 +83,9 @@ def read_image(path: str | Path) -> np.ndarray:
             warnings.simplefilter("ignore", UserWarning)
             # Pillow only warns between its pixel limit and twice that; a picture that large is refused here, not decoded.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.draft("L", (_WORKING_SIZE, _WORKING_SIZE))  # JPEG only: decode at reduced size
-                image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+            with Image.open(path) as opened:
+                opened.draft("L", (_WORKING_SIZE, _WORKING_SIZE))  # JPEG only: decode at reduced size
+                image = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
                 image.thumbnail((_WORKING_SIZE, _WORKING_SIZE))
                 gray = _grayscale(image)
     except InputImageError as exc:
@@ -94,7 +96,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputImageError(f"{path}: the image is too large (over {Image.MAX_IMAGE_PIXELS:,} pixels); scale it down first") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         # Pillow reports truncated or corrupt files with any of these.
-        raise InputImageError(f"{path}: cannot read the image ({_first_line(exc)})") from None
+        raise InputImageError(f"{path}: cannot read the image ({first_line(exc)})") from None
     try:
         return mnist_style(gray)
     except InputImageError as exc:
@@ -254,7 +256,7 @@ def read_numeric_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise InputImageError(f"{path}: not a readable .npy array ({_first_line(exc)})") from None
+        raise InputImageError(f"{path}: not a readable .npy array ({first_line(exc)})") from None
     if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise InputImageError(f"{path}: expected a numeric array, got {getattr(array, 'dtype', type(array).__name__)}")
     return array
@@ -284,8 +286,3 @@ def _scaled(rows: np.ndarray, path: Path) -> np.ndarray:
         raise InputImageError(f"{path}: values must lie in [0, 1] or [0, 255], got [{low:g}, {high:g}]")
     integer = np.issubdtype(rows.dtype, np.integer)
     return (values / (255.0 if integer or high > 1.0 else 1.0)).astype(np.float32)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

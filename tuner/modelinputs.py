@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tuner.errors import DataError, InputImageError
+from tuner.errors import DataError, InputImageError, ModelError
 from tuner.exportmeta import ModelInput
 from tuner.images import InputBatch, load_inputs, read_array, read_numeric_npy
 from tuner.userdata import IMAGE_SUFFIXES, image_pixels, read_csv_rows
@@ -74,6 +74,8 @@ def _names(path: Path, count: int) -> tuple[str, ...]:
 def _folder_image_row(path: Path, model_input: ModelInput) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    if model_input.image_size is None:  # ModelInput.problems() refuses such a model.json before any input is read
+        raise ModelError("model.json of an image model records no image_size")
     try:
         with Image.open(path) as image:
             pixels = image_pixels(image, image_size=model_input.image_size, color=model_input.color)

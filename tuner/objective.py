@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import optuna
@@ -93,7 +94,6 @@ class Objective:
 
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
-    try:
+    # Another worker may have failed this trial meanwhile (a stale heartbeat); the runner drops it.
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         trial.set_user_attr("fail_reason", reason)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass  # another worker failed this trial meanwhile (a stale heartbeat); the runner drops it

@@ -7,6 +7,7 @@ and the trade-off is computed over those trials afterwards.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,7 @@ class ParetoPoint:
     def from_trial(cls, trial: FrozenTrial) -> ParetoPoint:
         return cls(
             number=trial.number,
-            val_loss=float(trial.value),
+            val_loss=math.inf if trial.value is None else float(trial.value),  # a trial without a value is beaten on loss
             val_accuracy=trial.user_attrs.get("val_accuracy"),
             n_params=trial.user_attrs.get("n_params"),
             latency_ms=trial.user_attrs.get("latency_ms"),
@@ -58,13 +59,24 @@ def pareto_trials(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss
 
     def dominated(i: int) -> bool:
         mine = vectors[i]
-        return any(all(o <= m for o, m in zip(other, mine)) and other != mine for other in vectors)
+        return any(all(o <= m for o, m in zip(other, mine, strict=True)) and other != mine for other in vectors)
 
     front = [point for i, point in enumerate(points) if not dominated(i)]
     return sorted(front, key=lambda p: (p.val_loss, p.number))
 
 
 def pareto_front(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss", "params", "latency")) -> list[ParetoPoint]:
+    """The Pareto-optimal completed trials, sorted by validation loss; ``StudyNotFoundError`` if there is none.
+
+    Args:
+        study: a study that ``tuner run`` made (``load_study``).
+        objectives: the axes, all minimised: ``val_loss``, ``params``, ``latency`` (CPU ms per sample).
+
+    Example::
+
+        front = pareto_front(load_study("sqlite:///tuner.db", None), objectives=("val_loss", "params"))
+        print([(point.number, point.n_params) for point in front])
+    """
     front = pareto_trials(study, objectives=objectives)
     if not front:
         raise StudyNotFoundError(f"study {study.study_name!r} has no completed trial yet")
@@ -72,7 +84,19 @@ def pareto_front(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss"
 
 
 def best_within_budget(study: optuna.Study, *, max_params: int | None = None, max_latency_ms: float | None = None) -> FrozenTrial:
-    """The completed trial whose cost fits the budget that a final model is trained from (tuner.selection)."""
+    """The completed trial within the budget that a final model is trained from: the most accurate (tuner.selection).
+
+    Args:
+        study: a study that ``tuner run`` made (``load_study``).
+        max_params: at most this many model parameters.
+        max_latency_ms: at most this CPU inference time per sample.
+
+    Raises ``StudyNotFoundError`` when no completed trial fits.
+
+    Example::
+
+        trial = best_within_budget(load_study("sqlite:///tuner.db", None), max_params=50_000)
+    """
     fitting = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         n_params, latency = trial.user_attrs.get("n_params"), trial.user_attrs.get("latency_ms")

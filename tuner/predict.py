@@ -18,6 +18,7 @@ import numpy as np
 
 from tuner.errors import ConfigError, ModelError
 from tuner.exportmeta import ExportMetadata
+from tuner.text import first_line
 
 if TYPE_CHECKING:
     import keras
@@ -75,10 +76,11 @@ def load_exported_model(model: str | Path) -> keras.Model:
         # safe_mode refuses Lambda layers and other serialized code: a model file cannot run code here.
         loaded = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras reports damaged archives with many exception types
-        raise ModelError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {first_line(exc)})") from None
     if len(loaded.inputs) != 1 or len(loaded.input_shape) != 2 or len(loaded.output_shape) != 2:
         raise ModelError(
-            f"{path}: expected a model from one row of features to class probabilities, got input {loaded.input_shape} and output {loaded.output_shape}"
+            f"{path}: expected a model from one row of features to class probabilities,"
+            f" got input {loaded.input_shape} and output {loaded.output_shape}"
         )
     return loaded
 
@@ -98,7 +100,20 @@ def load_export(model: str | Path) -> tuple[keras.Model, ExportMetadata]:
 
 
 def predict_digits(*, model: str | Path, inputs: Sequence[str | Path], batch_size: int = 1024) -> PredictResult:
-    """Classify every input row (images, ``.npy`` arrays, CSV rows, as the model takes them); all inputs are read before any prediction."""
+    """Classify every input row (images, ``.npy`` arrays, CSV rows, as the model takes them); all inputs are read before any prediction.
+
+    Args:
+        model: an export directory (or its model.keras), as written by ``export_best``.
+        inputs: files to classify, converted as the model's training data was (see its model.json).
+        batch_size: rows per prediction batch.
+
+    Returns a ``PredictResult``; raises ``ModelError`` or ``InputImageError``.
+
+    Example::
+
+        result = predict_digits(model="artifacts/mnist-mlp", inputs=["seven.png"])
+        print(result.predictions[0].label, result.predictions[0].probability)
+    """
     from tuner.modelinputs import load_model_inputs
 
     if not inputs:
@@ -125,7 +140,7 @@ def predict_digits(*, model: str | Path, inputs: Sequence[str | Path], batch_siz
             class_names=classes,
             true_label=classes[label] if label >= 0 else None,
         )
-        for name, row, label in zip(names, probabilities, labels)
+        for name, row, label in zip(names, probabilities, labels, strict=True)
     )
     labelled = labels >= 0
     accuracy = float((probabilities.argmax(axis=1)[labelled] == labels[labelled]).mean()) if labelled.any() else None
@@ -137,8 +152,3 @@ def predict_digits(*, model: str | Path, inputs: Sequence[str | Path], batch_siz
         accuracy=accuracy,
         n_labelled=int(labelled.sum()),
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

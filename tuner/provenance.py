@@ -136,7 +136,8 @@ class StudyProvenance:
                 mine, theirs = _differing_options(mine, theirs)
             raise ConfigError(
                 f"study {study_name!r} was created with {label} {_show(mine)}, this run has {_show(theirs)};"
-                f" a resumed or joined study keeps its {label}: use the same, or another --study"
+                f" a resumed or joined study keeps its {label}",
+                remedy="use the same, or another {study_name}",
             )
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +27,11 @@ from plotly.subplots import make_subplots
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH, accuracy_over_time_figure, accuracy_per_epoch_figure
 from tuner.errors import ConfigError
 from tuner.pareto import pareto_trials
-from tuner.storage import describe_storage, load_study
+from tuner.storage import load_study
+from tuner.storageurl import describe_storage
+from tuner.swap import write_text_atomically
+from tuner.text import format_value
+from tuner.trials import best_by_value, ranked_by_value, state_counts
 
 __all__ = ["ReportResult", "build_report", "TOP_TRIALS", "CONTOUR_PARAMS"]
 
@@ -77,23 +79,35 @@ class _Section:
 
 
 def build_report(*, storage_url: str, study_name: str | None = None, out: str | Path) -> ReportResult:
-    """Write one HTML file describing the study (the storage's only study when no name is given)."""
+    """Write one self-contained HTML file describing a study.
+
+    Args:
+        storage_url: SQLAlchemy URL of the study database.
+        study_name: the study; None for the storage's only study.
+        out: the HTML file to write (replaced atomically).
+
+    Returns a ``ReportResult``; raises ``StudyNotFoundError``, ``StorageError`` or ``ConfigError``.
+
+    Example::
+
+        result = build_report(storage_url="sqlite:///tuner.db", out="report.html")
+        print(result.counts_text, result.path)
+    """
     study = load_study(storage_url, study_name)
     if len(study.directions) != 1:
         raise ConfigError(
-            f"study {study.study_name!r} has {len(study.directions)} objectives; the report draws single-objective studies like those of 'tuner run'"
+            f"study {study.study_name!r} has {len(study.directions)} objectives;"
+            " the report draws single-objective studies like those of 'tuner run'"
         )
     trials = study.get_trials(deepcopy=False)
-    counts = {state.name: 0 for state in TrialState}
-    for trial in trials:
-        counts[trial.state.name] += 1
+    counts = state_counts(trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     export = _ExportView.from_study(study)
 
     sections = _search_sections(study, trials, complete) + export.sections()
     page = _page(study, storage_url, counts, complete, sections)
     path = Path(out).expanduser().resolve()
-    _write_atomically(path, page)
+    _write_page(path, page)
     return ReportResult(
         path=path,
         study_name=study.study_name,
@@ -166,7 +180,8 @@ def _contour_section(study: optuna.Study, complete: list[FrozenTrial]) -> _Secti
     if len(both) < 2 or min(distinct.values()) < 2:
         return _Section(
             title,
-            note=f"needs two completed trials with hidden layers and different values of both parameters ({len(both)} completed trials have both)",
+            note="needs two completed trials with hidden layers and different values of both parameters"
+            f" ({len(both)} completed trials have both)",
         )
     return _plot(title, vis.plot_contour, study, params=list(CONTOUR_PARAMS), target_name=OBJECTIVE_NAME)
 
@@ -189,7 +204,7 @@ def _pareto_section(study: optuna.Study, complete: list[FrozenTrial]) -> _Sectio
                 mode="lines+markers" if on_front else "markers",
                 name=name,
                 marker_color=color,
-                text=[f"trial {t.number}, val acc {_fmt(t.user_attrs.get('val_accuracy'))}" for t in points],
+                text=[f"trial {t.number}, val acc {format_value(t.user_attrs.get('val_accuracy'))}" for t in points],
             )
         )
     figure.update_layout(xaxis_title="parameters", xaxis_type="log", yaxis_title=OBJECTIVE_NAME, height=420, margin={"t": 30})
@@ -212,10 +227,7 @@ def _state_counts_figure(trials: list[FrozenTrial]) -> go.Figure:
 
 
 def _nonzero(trials: list[FrozenTrial]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for trial in trials:
-        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
-    return {state.name: counts[state.name] for state in TrialState if state.name in counts}
+    return {state: n for state, n in state_counts(trials).items() if n}
 
 
 def _counts_text(counts: dict[str, int]) -> str:
@@ -226,28 +238,17 @@ def _counts_text(counts: dict[str, int]) -> str:
 
 
 def _top_trials_table(study: optuna.Study, complete: list[FrozenTrial]) -> str:
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    top = sorted(complete, key=lambda t: t.value, reverse=reverse)[:TOP_TRIALS]
+    top = ranked_by_value(complete, direction=study.direction)[:TOP_TRIALS]
     param_names = list(dict.fromkeys(name for t in top for name in t.params))
     header = ["#", OBJECTIVE_NAME, *(label for _, label in _USER_ATTR_COLUMNS), *param_names]
     rows = []
     for trial in top:
-        cells = [str(trial.number) + (" (baseline)" if trial.user_attrs.get("baseline") else ""), _fmt(trial.value)]
-        cells += [_fmt(trial.user_attrs.get(key)) for key, _ in _USER_ATTR_COLUMNS]
-        cells += [_fmt(trial.params.get(name)) for name in param_names]
+        cells = [str(trial.number) + (" (baseline)" if trial.user_attrs.get("baseline") else ""), format_value(trial.value)]
+        cells += [format_value(trial.user_attrs.get(key)) for key, _ in _USER_ATTR_COLUMNS]
+        cells += [format_value(trial.params.get(name)) for name in param_names]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
     return f'<table class="trials"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
 
 
 # Where model.json may keep each value: flat keys first, then the nested layout of tuner/export.py.
@@ -279,21 +280,26 @@ class _ExportView:
             return cls(found=False, problem="no final model yet; 'tuner export-best' trains the best trial and scores it on the test set")
         if not isinstance(record, dict) or not record.get("path"):
             return cls(found=False, problem=f"the study's export record is unreadable ({type(record).__name__} without a path)")
-        known = {"found": True, "path": str(record["path"]), "trial": record.get("trial")}
-        known["test_accuracy"] = _number(record.get("test_accuracy"))
-        known["test_loss"] = _number(record.get("test_loss"))
-        model_json = Path(known["path"]) / "model.json"
+        path, trial = str(record["path"]), record.get("trial")
+        test_accuracy, test_loss = _number(record.get("test_accuracy")), _number(record.get("test_loss"))
+        model_json = Path(path) / "model.json"
         try:
             details = json.loads(model_json.read_text(encoding="utf-8"))
+            problem = None if isinstance(details, dict) else f"{model_json} does not hold a JSON object"
         except (OSError, ValueError) as exc:
-            reason = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc})"
-            return cls(**known, problem=f"{model_json} is {reason}")
-        if not isinstance(details, dict):
-            return cls(**known, problem=f"{model_json} does not hold a JSON object")
-        for key in ("test_accuracy", "test_loss"):
-            if _number(_lookup(details, key)) is not None:
-                known[key] = _number(_lookup(details, key))
-        return cls(**known, confusion_matrix=_lookup(details, "confusion_matrix"), history=_lookup(details, "history"))
+            problem = f"{model_json} is {'missing' if isinstance(exc, FileNotFoundError) else f'unreadable ({exc})'}"
+        if problem is not None:
+            return cls(found=True, path=path, trial=trial, test_accuracy=test_accuracy, test_loss=test_loss, problem=problem)
+        # model.json's own figures win over the study's copy of them.
+        return cls(
+            found=True,
+            path=path,
+            trial=trial,
+            test_accuracy=_first_number(_lookup(details, "test_accuracy"), test_accuracy),
+            test_loss=_first_number(_lookup(details, "test_loss"), test_loss),
+            confusion_matrix=_lookup(details, "confusion_matrix"),
+            history=_lookup(details, "history"),
+        )
 
     def sections(self) -> list[_Section]:
         title = "Final model"
@@ -303,7 +309,7 @@ class _ExportView:
         loss = "" if self.test_loss is None else f", test loss {self.test_loss:.4f}"
         summary = (
             f'<p class="headline">Test accuracy <b>{html.escape(accuracy)}</b>{html.escape(loss)}'
-            f" — trial {html.escape(_fmt(self.trial))}, saved in <code>{html.escape(self.path or '')}</code></p>"
+            f" — trial {html.escape(format_value(self.trial))}, saved in <code>{html.escape(self.path or '')}</code></p>"
         )
         sections = [_Section(title, html=summary, note=self.problem)]
         if self.problem is None:
@@ -320,6 +326,11 @@ def _lookup(details: dict, key: str) -> Any:
         if value is not None:
             return value
     return None
+
+
+def _first_number(value: Any, fallback: float | None) -> float | None:
+    number = _number(value)
+    return fallback if number is None else number
 
 
 def _number(value: Any) -> float | None:
@@ -371,30 +382,22 @@ def _history_section(history: Any) -> _Section:
     return _Section(title, figure=figure)
 
 
-def _write_atomically(path: Path, page: str) -> None:
-    """Write next to ``path`` and rename over it: a full disk or a crash never leaves half a report, and an older one survives."""
-    temporary = path.with_name(f".tuner-report-{uuid.uuid4().hex[:8]}.tmp")  # short: any name that fits fits this too
+def _write_page(path: Path, page: str) -> None:
+    """A full disk or a crash never leaves half a report, and an older one survives (tuner.swap)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(page, encoding="utf-8")
-        os.replace(temporary, path)
+        write_text_atomically(path, page, staging_prefix=".tuner-report-")
     except OSError as exc:
         raise ConfigError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
-    finally:
-        try:
-            temporary.unlink(missing_ok=True)
-        except OSError:
-            pass  # e.g. its directory could not be created: there is nothing to remove
 
 
 def _page(study: optuna.Study, storage_url: str, counts: dict[str, int], complete: list[FrozenTrial], sections: list[_Section]) -> str:
     summary = _counts_text(counts)
     best = ""
-    if complete:
-        trial = study.best_trial
+    trial = best_by_value(complete, direction=study.direction)
+    if trial is not None:
         accuracy = trial.user_attrs.get("val_accuracy")
-        best = f"Best trial #{trial.number}: {OBJECTIVE_NAME} {_fmt(trial.value)}" + (
-            f", validation accuracy {_fmt(accuracy)}" if accuracy is not None else ""
+        best = f"Best trial #{trial.number}: {OBJECTIVE_NAME} {format_value(trial.value)}" + (
+            f", validation accuracy {format_value(accuracy)}" if accuracy is not None else ""
         )
     body = []
     for section in sections:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -14,113 +13,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import RunConfig
 from tuner.convergence import Convergence, estimate_convergence
+from tuner.coordination import StudyLock, fail_stale_trials
 from tuner.data import TuningData, load_tuning_data
 from tuner.errors import StorageError, StudyNotFoundError
-from tuner.provenance import PROVENANCE_ATTR, StudyProvenance, trial_seed
-from tuner.records import BASELINE_ATTR, DIVERGED_ATTR, PORTFOLIO_ATTR
-from tuner.search import baseline_params, make_pruner, make_sampler, portfolio_params
-from tuner.storage import StudyLock, describe_storage, fail_stale_trials, first_line, is_connection_error, open_storage, storage_location
-from tuner.studyfile import SamplerSpec
+from tuner.provenance import PROVENANCE_ATTR, StudyProvenance
+from tuner.records import BASELINE_ATTR, PORTFOLIO_ATTR
+from tuner.results import RunResult, RunStart, Tally, TrialOutcome, best_outcome, summarize
+from tuner.search import TrialSeededSampler, baseline_params, make_pruner, portfolio_params
+from tuner.storage import database_message, is_connection_error, open_storage
+from tuner.storageurl import describe_storage, storage_location
 from tuner.warmstart import WarmStart, enqueue_warm_start
 
-__all__ = [
-    "TrialOutcome",
-    "RunStart",
-    "RunResult",
-    "Tally",
-    "PreparedStudy",
-    "prepare_study",
-    "run_study",
-    "summarize",
-    "best_outcome",
-    "FINISHED_STATES",
-]
+__all__ = ["PreparedStudy", "prepare_study", "run_study"]
 
 _log = logging.getLogger(__name__)
-
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    number: int
-    state: str
-    value: float | None
-    val_accuracy: float | None
-    params: dict[str, Any]
-    seconds: float | None
-    reason: str | None
-
-    @classmethod
-    def from_trial(cls, trial: FrozenTrial) -> TrialOutcome:
-        seconds = (
-            (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else None
-        )
-        return cls(
-            number=trial.number,
-            state=trial.state.name,
-            value=trial.value if trial.state == TrialState.COMPLETE else None,
-            val_accuracy=trial.user_attrs.get("val_accuracy"),
-            params=dict(trial.params),
-            seconds=seconds,
-            reason=trial.user_attrs.get("fail_reason") or trial.user_attrs.get(DIVERGED_ATTR),
-        )
-
-
-@dataclass(frozen=True)
-class RunStart:
-    study_name: str
-    storage: str
-    data_source: str
-    n_target: int
-    n_finished_before: int
-    n_portfolio_enqueued: int
-    n_baselines_enqueued: int
-    n_train: int
-    n_val: int
-    n_warm_started: int = 0
-    warm_start_source: str | None = None
-
-
-@dataclass(frozen=True)
-class RunResult:
-    study_name: str
-    storage: str
-    n_target: int
-    counts: dict[str, int]
-    best: TrialOutcome | None
-    new_trials: int
-    wall_seconds: float
-    outcomes: list[TrialOutcome] = field(default_factory=list)
-    n_retried: int = 0  # failed trials of dead workers that a later trial re-ran; they do not count towards the total
-    workers: int = 1
-    converged: Convergence | None = None  # set when --until-converged stopped the run early
-
-    @property
-    def n_finished(self) -> int:
-        return sum(self.counts.get(state.name, 0) for state in FINISHED_STATES) - self.n_retried
-
-
-@dataclass(frozen=True)
-class Tally:
-    """What the trial cap counts. A FAIL trial that was retried (its worker died) is replaced by its retry."""
-
-    finished: int
-    running: int
-    retried: frozenset[int]
-
-    @property
-    def taken(self) -> int:
-        return self.finished + self.running
-
-    @classmethod
-    def of(cls, trials: Sequence[FrozenTrial]) -> Tally:
-        retried = frozenset(number for trial in trials for number in trial.system_attrs.get("retry_history", ()))
-        return cls(
-            finished=sum(1 for t in trials if t.state in FINISHED_STATES and t.number not in retried),
-            running=sum(1 for t in trials if t.state == TrialState.RUNNING),
-            retried=retried,
-        )
 
 
 @dataclass(frozen=True)
@@ -161,8 +67,7 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         options=spec.data_options,
     )
     storage = storage or _open(config)
-    portfolio = baselines = 0
-    warm: WarmStart | None = None
+    queued = _Queued()
     with StudyLock(storage, config.study_name):
         recorded = _recorded_provenance(storage, config.study_name)  # another worker may have created it meanwhile
         if recorded is not None:
@@ -173,41 +78,58 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         study = optuna.create_study(
             study_name=config.study_name,
             storage=storage,
-            sampler=_TrialSeededSampler(spec.sampler),
+            sampler=TrialSeededSampler(spec.sampler),
             pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs),
             direction="minimize",
             load_if_exists=True,
         )
         if recorded is None and not study.get_trials(deepcopy=False):
-            if config.warm_start_from:
-                warm = enqueue_warm_start(
-                    study=study,
-                    space=spec.space,
-                    source_storage_url=config.warm_start_storage or config.storage_url,
-                    source_study_name=config.warm_start_from,
-                    top_k=min(config.warm_start_top, config.n_trials),
-                )
-            if config.portfolio:
-                portfolio = _enqueue(
-                    study, [(params, {PORTFOLIO_ATTR: entry.name}) for entry, params in portfolio_params(spec)], config.n_trials
-                )
-            if config.baselines:
-                baselines = _enqueue(study, [(params, {BASELINE_ATTR: True}) for params in baseline_params(spec)], config.n_trials)
+            queued = _queue_first_trials(study, config)
             _provenance(config, data).record(study)  # last: it marks the study as set up for workers that join
+    warm = queued.warm
     start = RunStart(
         study_name=config.study_name,
         storage=describe_storage(config.storage_url),
         data_source=data.source,
         n_target=config.n_trials,
         n_finished_before=Tally.of(study.get_trials(deepcopy=False)).finished,
-        n_portfolio_enqueued=portfolio,
-        n_baselines_enqueued=baselines,
+        n_portfolio_enqueued=queued.portfolio,
+        n_baselines_enqueued=queued.baselines,
         n_train=len(data.x_train),
         n_val=len(data.x_val),
         n_warm_started=warm.enqueued if warm else 0,
         warm_start_source=warm.source_study if warm else None,
     )
     return PreparedStudy(study=study, storage=storage, data=data, start=start, config=config)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """What a new study's first worker queued before the sampler's own trials."""
+
+    warm: WarmStart | None = None
+    portfolio: int = 0
+    baselines: int = 0
+
+
+def _queue_first_trials(study: optuna.Study, config: RunConfig) -> _Queued:
+    """A new study's first trials, in this order: the warm start, the portfolio, the baselines (as far as ``n_trials`` allows)."""
+    spec = config.spec
+    warm = None
+    if config.warm_start_from:
+        warm = enqueue_warm_start(
+            study=study,
+            space=spec.space,
+            source_storage_url=config.warm_start_storage or config.storage_url,
+            source_study_name=config.warm_start_from,
+            top_k=min(config.warm_start_top, config.n_trials),
+        )
+    portfolio = baselines = 0
+    if config.portfolio:
+        portfolio = _enqueue(study, [(params, {PORTFOLIO_ATTR: entry.name}) for entry, params in portfolio_params(spec)], config.n_trials)
+    if config.baselines:
+        baselines = _enqueue(study, [(params, {BASELINE_ATTR: True}) for params in baseline_params(spec)], config.n_trials)
+    return _Queued(warm=warm, portfolio=portfolio, baselines=baselines)
 
 
 def _open(config: RunConfig, *, must_exist: bool = False) -> optuna.storages.RDBStorage:
@@ -232,9 +154,11 @@ def _adopt(config: RunConfig, recorded: StudyProvenance | None) -> RunConfig:
         config = replace(config, seed=recorded.seed, spec=replace(config.spec, sampler=replace(config.spec.sampler, seed=recorded.seed)))
     if "data_path" not in config.explicit and recorded.data_path != config.data_path:
         config = replace(config, data_path=recorded.data_path)
-    for name in ("heartbeat_interval", "grace_period"):  # (a given one that disagrees is refused by check_same)
-        if name not in config.explicit and getattr(recorded, name):
-            config = replace(config, **{name: int(getattr(recorded, name))})
+    # (A given heartbeat timing that disagrees is refused by check_same.)
+    if "heartbeat_interval" not in config.explicit and recorded.heartbeat_interval:
+        config = replace(config, heartbeat_interval=int(recorded.heartbeat_interval))
+    if "grace_period" not in config.explicit and recorded.grace_period:
+        config = replace(config, grace_period=int(recorded.grace_period))
     return config
 
 
@@ -281,6 +205,20 @@ def run_study(
     ``on_trial_end(outcome, n_finished, best)`` is called after every trial of this process, then
     ``on_convergence`` with the estimate of how much better the study can still get; with
     ``config.until_converged`` the run stops once that estimate says the study has converged.
+
+    Args:
+        config: the run's settings (``resolve_run_config``).
+        on_start: called once the data is loaded and the study created or joined.
+        on_trial_end: called after each trial of this process.
+        on_convergence: called after each trial with the convergence estimate.
+
+    Returns a ``RunResult``; raises ``ConfigError``, ``DataError`` or ``StorageError``.
+
+    Example::
+
+        config = resolve_run_config(study_file="studies/mnist_mlp.toml", n_trials=20)
+        result = run_study(config)
+        print(result.best.value if result.best else "no completed trial")
     """
     started = time.perf_counter()
     prepared = prepare_study(config)
@@ -293,7 +231,9 @@ def run_study(
     converged: list[Convergence] = []
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        _return_free_memory()
+        from tuner.training import return_free_memory  # loaded by the trial already; TensorFlow stays out of import time
+
+        return_free_memory()
         outcome = TrialOutcome.from_trial(trial)
         outcomes.append(outcome)
         if on_trial_end:
@@ -394,7 +334,7 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, 
             _log.warning(
                 "trial %d was marked failed by another worker while this one trained it (%s); dropped it, going on",
                 started[0].number,
-                first_line(exc),
+                database_message(exc),
             )
     return _RAN
 
@@ -449,89 +389,9 @@ class _Backoff:
         self.since = now if self.since is None else self.since
         if now - self.since + self.delay > self.budget:
             raise StorageError(
-                f"lost the connection to {storage_location(self.url)} for more than {self.budget:g} s ({first_line(exc)});"
+                f"lost the connection to {storage_location(self.url)} for more than {self.budget:g} s ({database_message(exc)});"
                 " finished trials are saved: run the same command again to resume"
             ) from None
-        _log.warning("database unreachable (%s); retrying in %g s", first_line(exc), self.delay)
+        _log.warning("database unreachable (%s); retrying in %g s", database_message(exc), self.delay)
         time.sleep(self.delay)
         self.delay = min(self.delay * 2, 30.0)
-
-
-def _return_free_memory() -> None:
-    """Hand the heap the finished trial freed back to the OS (glibc keeps it per thread arena otherwise).
-
-    Runs after Optuna's per-trial garbage collection. It cuts a worker's resident growth over hundreds
-    of trials by about a quarter (benchmarks/memory.py); elsewhere than glibc it does nothing.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _TrialSeededSampler(optuna.samplers.BaseSampler):
-    """The study's sampler, seeded afresh for every trial with (seed + trial number).
-
-    Workers that share a study then never propose the same parameters (a shared seed would make every
-    worker draw the same "random" startup trials), and a resumed study does not replay its first draws,
-    while one worker with one seed stays reproducible.
-    """
-
-    def __init__(self, spec: SamplerSpec) -> None:
-        self._spec = spec
-        self._inner = make_sampler(spec)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._inner = make_sampler(replace(self._spec, seed=trial_seed(self._spec.seed, trial.number)))
-        self._inner.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study, trial):
-        return self._inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self._inner.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self._inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self._inner.reseed_rng()
-
-
-def summarize(
-    study: optuna.Study,
-    storage_url: str,
-    *,
-    n_target: int,
-    new_trials: int = 0,
-    wall_seconds: float = 0.0,
-    outcomes: list[TrialOutcome] | None = None,
-    workers: int = 1,
-) -> RunResult:
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name: 0 for state in TrialState}
-    for trial in trials:
-        counts[trial.state.name] += 1
-    return RunResult(
-        study_name=study.study_name,
-        storage=describe_storage(storage_url),
-        n_target=n_target,
-        counts=counts,
-        best=best_outcome(study),
-        new_trials=new_trials,
-        wall_seconds=wall_seconds,
-        outcomes=outcomes or [],
-        n_retried=len(Tally.of(trials).retried),
-        workers=workers,
-    )
-
-
-def best_outcome(study: optuna.Study) -> TrialOutcome | None:
-    try:
-        return TrialOutcome.from_trial(study.best_trial)
-    except ValueError:  # no completed trial yet
-        return None

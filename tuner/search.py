@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
+from tuner.provenance import trial_seed
 from tuner.studyfile import Choice, Fixed, FloatRange, IntRange, PrunerSpec, SamplerSpec, StudySpec, fit_into_range
 from tuner.warmstart import warm_start_params
 
-__all__ = ["BASELINES", "PORTFOLIO", "PortfolioEntry", "make_sampler", "make_pruner", "baseline_params", "portfolio_params"]
+__all__ = [
+    "BASELINES",
+    "PORTFOLIO",
+    "PortfolioEntry",
+    "TrialSeededSampler",
+    "make_sampler",
+    "make_pruner",
+    "baseline_params",
+    "portfolio_params",
+]
 
 
 @dataclass(frozen=True)
@@ -127,21 +138,26 @@ def baseline_params(spec: StudySpec) -> list[dict[str, Any]]:
             params.pop("dropout", None)
         else:
             params.setdefault("input_dropout", _lower(spec.space["input_dropout"]))
-        result: dict[str, Any] | None = {}
-        for name, value in params.items():
-            space = spec.space[name]
-            if isinstance(space, Fixed):
-                continue
-            if isinstance(space, Choice):
-                if value not in space.choices:
-                    result = None
-                    break
-                result[name] = value
-            else:
-                result[name] = fit_into_range(space, value)
+        result = _fit_into_space(params, spec)
         if result is not None and result not in fitted:
             fitted.append(result)
     return fitted
+
+
+def _fit_into_space(params: dict[str, Any], spec: StudySpec) -> dict[str, Any] | None:
+    """The parameters the space searches, clipped into its ranges; None if a categorical value is not on offer."""
+    result: dict[str, Any] = {}
+    for name, value in params.items():
+        space = spec.space[name]
+        if isinstance(space, Fixed):
+            continue
+        if isinstance(space, Choice):
+            if value not in space.choices:
+                return None
+            result[name] = value
+        else:
+            result[name] = fit_into_range(space, value)
+    return result
 
 
 def _upper(space: Any) -> Any:
@@ -154,3 +170,35 @@ def _lower(space: Any) -> Any:
     if isinstance(space, (IntRange, FloatRange)):
         return space.low
     return min(space.choices) if isinstance(space, Choice) else space.value
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """The study's sampler, seeded afresh for every trial with (seed + trial number).
+
+    Workers that share a study then never propose the same parameters (a shared seed would make every
+    worker draw the same "random" startup trials), and a resumed study does not replay its first draws,
+    while one worker with one seed stays reproducible.
+    """
+
+    def __init__(self, spec: SamplerSpec) -> None:
+        self._spec = spec
+        self._inner = make_sampler(spec)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._inner = make_sampler(replace(self._spec, seed=trial_seed(self._spec.seed, trial.number)))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()

@@ -1,41 +1,40 @@
-"""Study storage: one place that opens Optuna's RDB storage for any SQLAlchemy URL."""
+"""Study storage: opening Optuna's RDB storage for any SQLAlchemy URL, finding studies in it, and telling database errors apart.
+
+Every failure to open or use a database becomes one ``StorageError`` (or ``ConfigError``) line here.
+URLs in messages: tuner.storageurl; workers sharing a study: tuner.coordination.
+"""
 
 from __future__ import annotations
 
-import datetime
-import hashlib
 import logging
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from tuner.convergence import estimate_convergence
 from tuner.errors import ConfigError, StorageError, StudyNotFoundError
+from tuner.storageurl import describe_storage, mask_url, storage_location
+from tuner.text import first_line
+from tuner.trials import best_by_value, state_counts
 
 __all__ = [
-    "DEFAULT_STORAGE",
     "StudyInfo",
-    "mask_url",
-    "describe_storage",
     "open_storage",
     "load_study",
     "list_studies",
-    "StudyLock",
     "storage_failure",
-    "fail_stale_trials",
     "is_connection_error",
-    "first_line",
-    "storage_location",
+    "database_message",
 ]
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_STORAGE = "sqlite:///tuner.db"
 # A heartbeat write that fails is tried again after these pauses (seconds), well within one interval.
 HEARTBEAT_RETRY_DELAYS = (0.5, 1.0, 2.0)
 _DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
@@ -57,22 +56,6 @@ class StudyInfo:
     convergence: str = ""  # how much the best value moved over the last trials (tuner.convergence)
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, safe to print or store."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable storage URL>"
-
-
-def describe_storage(url: str) -> str:
-    """A human description: the absolute file for SQLite, the masked URL otherwise."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return f"SQLite file {Path(parsed.database).resolve()}"
-    return mask_url(url)
-
-
 def open_storage(
     url: str, *, must_exist: bool = False, heartbeat_interval: int | None = 60, grace_period: int | None = 180
 ) -> optuna.storages.RDBStorage:
@@ -87,42 +70,9 @@ def open_storage(
             f"invalid storage URL {mask_url(url)!r} (expected e.g. sqlite:///tuner.db or postgresql+psycopg2://user@host/db)"
         ) from None
     backend = parsed.get_backend_name()
-    engine_kwargs: dict = {}
-    if backend == "sqlite":
-        database = parsed.database or ""
-        if must_exist and not _is_file(database):
-            raise StudyNotFoundError(
-                f"no study database at {_absolute(database) if database else mask_url(url)} (run 'tuner run' first or pass --storage)"
-            )
-        # Several local workers share the file: wait for the lock instead of failing at once.
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        # A worker outlives database restarts: test pooled connections before use instead of failing on a dead one.
-        engine_kwargs["pool_pre_ping"] = True
-        # (Reading the driver name from the string: asking SQLAlchemy would load the dialect, which may not exist.)
-        if parsed.drivername in ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgresql+psycopg2cffi"):
-            engine_kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
+    engine_kwargs = _engine_kwargs(parsed, url, must_exist=must_exist)
     try:
-        with warnings.catch_warnings():
-            # Heartbeats and the stale-trial retry are marked experimental in Optuna 5; we rely on them.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat_interval else None
-            for attempt in range(3):
-                try:
-                    storage = _HeartbeatRetryingStorage(
-                        url,
-                        engine_kwargs=engine_kwargs,
-                        heartbeat_interval=heartbeat_interval,
-                        grace_period=grace_period,
-                        heartbeat_stale_trial_callback=retry,
-                    )
-                    break
-                except sqlalchemy.exc.SQLAlchemyError as exc:
-                    # Workers starting together on an empty database all create Optuna's tables; the losers
-                    # see "already exists" (or PostgreSQL's duplicate type) and find the tables made on retry.
-                    if attempt == 2 or not (isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)):
-                        raise
-                    time.sleep(0.2 * (attempt + 1))
+        storage = _create_storage(url, engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     except ImportError as exc:  # Optuna re-raises a missing driver as a plain ImportError
         missing = getattr(exc.__cause__, "name", None) or getattr(exc, "name", None) or parsed.drivername
         extra = _DRIVER_EXTRAS.get(backend, backend)
@@ -130,15 +80,59 @@ def open_storage(
             f"the database driver for {parsed.drivername} is not installed ({missing}); install it with: pip install 'tuner[{extra}]'"
         ) from None
     except (ValueError, KeyError, IndexError) as exc:  # Optuna formats the URL as a template: braces break it
-        raise ConfigError(f"invalid storage URL {mask_url(url)!r}: {first_line(exc)}") from None
+        raise ConfigError(f"invalid storage URL {mask_url(url)!r}: {database_message(exc)}") from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise ConfigError(f"invalid storage URL {mask_url(url)!r}: {exc}") from None
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
         # (Optuna wraps what fails inside its own sessions, such as a role without rights on the tables.)
-        raise StorageError(f"cannot open storage {storage_location(url)}: {first_line(exc)}") from None
+        raise StorageError(f"cannot open storage {storage_location(url)}: {database_message(exc)}") from None
     if backend == "sqlite":
         _enable_wal(storage)
     return storage
+
+
+def _engine_kwargs(parsed: URL, url: str, *, must_exist: bool) -> dict[str, Any]:
+    """SQLAlchemy engine settings per backend; refuses a missing SQLite file when ``must_exist``."""
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if must_exist and not _is_file(database):
+            raise StudyNotFoundError(
+                f"no study database at {_absolute(database) if database else mask_url(url)}",
+                remedy="run a study first, or give another {storage_url}",
+            )
+        # Several local workers share the file: wait for the lock instead of failing at once.
+        return {"connect_args": {"timeout": 60}}
+    # A worker outlives database restarts: test pooled connections before use instead of failing on a dead one.
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # (Reading the driver name from the string: asking SQLAlchemy would load the dialect, which may not exist.)
+    if parsed.drivername in ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgresql+psycopg2cffi"):
+        engine_kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
+    return engine_kwargs
+
+
+def _create_storage(
+    url: str, engine_kwargs: dict[str, Any], *, heartbeat_interval: int | None, grace_period: int | None
+) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():
+        # Heartbeats and the stale-trial retry are marked experimental in Optuna 5; we rely on them.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2) if heartbeat_interval else None
+        for attempt in range(3):
+            try:
+                return _HeartbeatRetryingStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=retry,
+                )
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                # Workers starting together on an empty database all create Optuna's tables; the losers
+                # see "already exists" (or PostgreSQL's duplicate type) and find the tables made on retry.
+                if attempt == 2 or not (isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class _HeartbeatRetryingStorage(optuna.storages.RDBStorage):
@@ -156,19 +150,33 @@ class _HeartbeatRetryingStorage(optuna.storages.RDBStorage):
                 return
             except Exception as exc:
                 if delay is None:
-                    _log.warning("heartbeat of trial id %d not written (%s); trying again at the next beat", trial_id, first_line(exc))
+                    _log.warning(
+                        "heartbeat of trial id %d not written (%s); trying again at the next beat", trial_id, database_message(exc)
+                    )
                     return
                 time.sleep(delay)
 
 
 def load_study(url: str, study_name: str | None) -> optuna.Study:
-    """Load an existing study; with no name, the storage's only study."""
+    """Load an existing study; with no name, the storage's only study.
+
+    Args:
+        url: SQLAlchemy URL of the study database (a SQLite file must exist).
+        study_name: the study; None for the storage's only study.
+
+    Raises ``StudyNotFoundError`` (no such study, or several and no name) or ``StorageError``.
+
+    Example::
+
+        study = load_study("sqlite:///tuner.db", "mnist-mlp")
+        print(len(study.trials))
+    """
     storage = open_storage(url, must_exist=True)
     names = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_name is None:
         if len(names) != 1:
             found = ", ".join(names) if names else "none"
-            raise StudyNotFoundError(f"{describe_storage(url)} holds {len(names)} studies ({found}); choose one with --study")
+            raise StudyNotFoundError(f"{describe_storage(url)} holds {len(names)} studies ({found})", remedy="choose one with {study_name}")
         study_name = names[0]
     if study_name not in names:
         raise StudyNotFoundError(f"no study named {study_name!r} in {describe_storage(url)} (studies: {', '.join(names) or 'none'})")
@@ -176,26 +184,31 @@ def load_study(url: str, study_name: str | None) -> optuna.Study:
 
 
 def list_studies(url: str) -> list[StudyInfo]:
+    """Every study in the storage with its trial counts, best trial by validation loss and convergence.
+
+    Args:
+        url: SQLAlchemy URL of the study database (a SQLite file must exist).
+
+    Example::
+
+        for info in list_studies("sqlite:///tuner.db"):
+            print(info.name, info.n_complete, info.best_value)
+    """
     storage = open_storage(url, must_exist=True)
     infos = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        states = [t.state for t in trials]
-        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        best = (
-            min(complete, key=lambda t: t.value)
-            if complete and study.direction == optuna.study.StudyDirection.MINIMIZE
-            else (max(complete, key=lambda t: t.value) if complete else None)
-        )
+        counts = state_counts(trials)
+        best = best_by_value(trials, direction=study.direction)
         infos.append(
             StudyInfo(
                 name=summary.study_name,
                 n_trials=len(trials),
-                n_complete=states.count(optuna.trial.TrialState.COMPLETE),
-                n_pruned=states.count(optuna.trial.TrialState.PRUNED),
-                n_fail=states.count(optuna.trial.TrialState.FAIL),
-                n_running=states.count(optuna.trial.TrialState.RUNNING),
+                n_complete=counts["COMPLETE"],
+                n_pruned=counts["PRUNED"],
+                n_fail=counts["FAIL"],
+                n_running=counts["RUNNING"],
                 best_value=best.value if best else None,
                 best_trial=best.number if best else None,
                 best_val_accuracy=best.user_attrs.get("val_accuracy") if best else None,
@@ -228,19 +241,11 @@ def _enable_wal(storage: optuna.storages.RDBStorage) -> None:
         pass  # a read-only or network file system keeps the default journal; correctness is unaffected
 
 
-def storage_location(url: str) -> str:
-    """Backend, database and host of a storage URL, for messages; never the user or password."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return f"SQLite file {parsed.database}"
-    host = parsed.host or "localhost"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.get_backend_name()} database {parsed.database!r} on {host}{port}"
-
-
-def first_line(exc: BaseException) -> str:
-    """The driver's own first line of a database error (no SQL, no parameters)."""
-    cause = _database_error(exc) or exc
+def database_message(exc: BaseException) -> str:
+    """The driver's own first line of the database error inside ``exc`` (no SQL, no parameters); else ``exc``'s first line."""
+    cause = _database_error(exc)
+    if cause is None:
+        return first_line(exc)
     text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
     return text[0] if text else type(cause).__name__
 
@@ -258,36 +263,6 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated
 
 
-def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
-    """Fail, and queue for retry, the trials of dead workers: Optuna's heartbeat sweep, with one gap closed.
-
-    Optuna's sweep skips a RUNNING trial that has no heartbeat row, so a worker killed between creating
-    its trial and writing the first heartbeat left that trial RUNNING for ever, and a study counting it
-    waited for it. Such a trial, once older than the grace period, gets one heartbeat written on its
-    behalf; nobody writes another, so a grace period later the sweep fails and retries it.
-    """
-    interval = storage.get_heartbeat_interval()
-    if interval is None:
-        return
-    grace = datetime.timedelta(seconds=storage.grace_period or 2 * interval)
-    now = datetime.datetime.now()  # Optuna stamps datetime_start with the worker's local clock
-    old = [
-        t._trial_id
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        if t.datetime_start and now - t.datetime_start > grace
-    ]
-    if old:
-        heartbeats = sqlalchemy.table("trial_heartbeats", sqlalchemy.column("trial_id"))  # Optuna's table
-        with storage.engine.connect() as connection:
-            beating = set(connection.execute(sqlalchemy.select(heartbeats.c.trial_id).where(heartbeats.c.trial_id.in_(old))).scalars())
-        for trial_id in old:
-            if trial_id not in beating:
-                storage.record_heartbeat(trial_id)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
 def storage_failure(exc: BaseException) -> StorageError | None:
     """The one-line ``StorageError`` for a database error raised after the storage was opened, else None.
 
@@ -298,7 +273,7 @@ def storage_failure(exc: BaseException) -> StorageError | None:
     if cause is None:
         return None
     hint = " (finished trials are saved; run the command again once the database is back)" if is_connection_error(exc) else ""
-    return StorageError(f"the study database failed: {first_line(cause)}{hint}")
+    return StorageError(f"the study database failed: {database_message(cause)}{hint}")
 
 
 def _database_error(exc: BaseException) -> sqlalchemy.exc.SQLAlchemyError | None:
@@ -310,89 +285,3 @@ def _database_error(exc: BaseException) -> sqlalchemy.exc.SQLAlchemyError | None
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
-
-
-class StudyLock:
-    """A lock, held in the study's own database, around "count the trials, then take one".
-
-    Every worker of a study, on this machine or another, takes it before deciding whether the study
-    needs another trial and releases it once that trial is RUNNING, so that N workers never start
-    more than the N-th trial between them, and trial numbers stay 0..N-1. PostgreSQL and MySQL
-    release the lock when the holder's connection drops (a killed worker never blocks the others).
-    SQLite is local, so an advisory ``flock`` on a lock file beside the database does (for all its
-    studies at once). Never on the database file itself: closing any descriptor of that file drops
-    every POSIX lock SQLite holds on it in this process, after which another process can delete the
-    WAL file under a live connection and that connection's later writes are lost.
-    """
-
-    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
-        self.storage = storage
-        self._engine = storage.engine
-        self._backend = self._engine.url.get_backend_name()
-        digest = hashlib.sha256(f"{self._engine.url.database}/{study_name}".encode()).digest()
-        self._key = int.from_bytes(digest[:8], "big", signed=True)  # PostgreSQL: one bigint per lock
-        self._name = f"tuner-{digest.hex()[:48]}"  # MySQL: lock names are server-wide and at most 64 characters
-        self._held: object | None = None
-
-    def acquire(self) -> None:
-        if self._held is not None:
-            return
-        if self._backend == "sqlite":
-            self._held = self._lock_file()
-            return
-        connection = self._engine.connect()
-        try:
-            if self._backend == "postgresql":
-                connection.exec_driver_sql("SELECT pg_advisory_lock(%s)", (self._key,))
-            else:
-                got = connection.exec_driver_sql("SELECT GET_LOCK(%s, 600)", (self._name,)).scalar()
-                if got != 1:
-                    raise StorageError(f"waited 600 s for another worker's trial lock in {storage_location(str(self._engine.url))}")
-            connection.commit()
-        except BaseException:
-            connection.invalidate()
-            connection.close()
-            raise
-        self._held = connection
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held is None:
-            return
-        if self._backend == "sqlite":
-            held.close()  # closing the descriptor drops its flock
-            return
-        try:
-            statement = "SELECT pg_advisory_unlock(%s)" if self._backend == "postgresql" else "SELECT RELEASE_LOCK(%s)"
-            held.exec_driver_sql(statement, (self._key if self._backend == "postgresql" else self._name,))
-            held.commit()
-        except sqlalchemy.exc.SQLAlchemyError:
-            held.invalidate()  # the server dropped this connection, and with it the lock
-        finally:
-            held.close()
-
-    def __enter__(self) -> StudyLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def _lock_file(self):
-        import fcntl
-
-        database = self._engine.url.database
-        if not database or database == ":memory:":
-            return _NoLock()  # an in-memory database has a single process
-        handle = open(f"{database}.lock", "ab")  # noqa: SIM115 (the open handle is the lock)
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        except BaseException:
-            handle.close()
-            raise
-        return handle
-
-
-class _NoLock:
-    def close(self) -> None:
-        pass

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from tuner.errors import ConfigError
 from tuner.userdata import DataOptions
@@ -27,6 +27,8 @@ __all__ = [
     "PrunerSpec",
     "TrainingSpec",
     "StudySpec",
+    "is_valid_study_name",
+    "MAX_STUDY_NAME",
     "OPTIMIZERS",
     "SCHEDULES",
     "DATASETS",
@@ -48,6 +50,7 @@ OBJECTIVES = ("val_loss", "params", "latency")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 # numpy's generators (and so Optuna's samplers and Keras' seeding) take seeds below 2**32.
 MAX_SEED = 2**32 - 1
+MAX_STUDY_NAME = 200  # characters
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class Fixed:
     value: Any
 
 
-ParamSpec = Union[IntRange, FloatRange, Choice, Fixed]
+ParamSpec = IntRange | FloatRange | Choice | Fixed
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,14 @@ class _ParamRule:
     maximum: float | None = None
     allowed: tuple[str, ...] = ()
     exclusive_max: bool = False
+
+    def widest(self) -> ParamSpec:
+        """Every value the rule allows, as a search space."""
+        if self.kind is str:
+            return Choice(self.allowed)
+        low = 0.0 if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        return IntRange(int(low), int(high)) if self.kind is int else FloatRange(low, high)
 
 
 # The search space tuner knows how to build. A parameter missing from the file is fixed at its default.
@@ -107,14 +118,7 @@ PARAMETERS: Mapping[str, _ParamRule] = MappingProxyType(
 
 
 # Every value the builder accepts: lets FixedTrial replay any recorded trial, whatever its study's ranges were.
-OPEN_SPACE: Mapping[str, ParamSpec] = MappingProxyType(
-    {
-        name: Choice(rule.allowed)
-        if rule.kind is str
-        else (IntRange(int(rule.minimum), int(rule.maximum)) if rule.kind is int else FloatRange(rule.minimum, rule.maximum))
-        for name, rule in PARAMETERS.items()
-    }
-)
+OPEN_SPACE: Mapping[str, ParamSpec] = MappingProxyType({name: rule.widest() for name, rule in PARAMETERS.items()})
 
 
 @dataclass(frozen=True)
@@ -194,13 +198,27 @@ def fit_into_range(spec: IntRange | FloatRange, value: float) -> int | float:
     return int(spec.low + steps * spec.step)
 
 
+def is_valid_study_name(name: str) -> bool:
+    """The one rule for study names, from a study file, a flag or the API: 1 to 200 characters, not blank, no control characters."""
+    return bool(name.strip()) and len(name) <= MAX_STUDY_NAME and not any(ord(c) < 32 for c in name)
+
+
 def default_study_file() -> Path:
     """The packaged default study (a copy of ``studies/mnist_mlp.toml``)."""
     return Path(__file__).parent / "studies" / "mnist_mlp.toml"
 
 
 def load_study_file(path: str | Path) -> StudySpec:
-    """Read and validate a study file; raise ``ConfigError`` with one clear line on any problem."""
+    """Read and validate a study file; raise ``ConfigError`` with one clear line on any problem.
+
+    Args:
+        path: a TOML study file (see studies/mnist_mlp.toml).
+
+    Example::
+
+        spec = load_study_file("studies/mnist_mlp.toml")
+        print(spec.name, sorted(spec.space))
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -216,7 +234,16 @@ def load_study_file(path: str | Path) -> StudySpec:
 
 
 def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> StudySpec:
-    """Validate an already-parsed study document."""
+    """Validate an already-parsed study document; raise ``ConfigError`` with one clear line on any problem.
+
+    Args:
+        document: the tables of a study file ([study], [data], [sampler], [pruner], [training], [space]).
+        source: what names the document in errors (the file's path for ``load_study_file``).
+
+    Example::
+
+        spec = parse_study({"study": {"name": "quick"}, "space": {"epochs": 5}})
+    """
     check = _Checker(source)
     check.keys(document, "", {"study", "data", "sampler", "pruner", "training", "space"})
     study = check.table(document, "study")
@@ -237,8 +264,8 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
 
     defaults = StudySpec()
     name = check.value(study, "study", "name", str, defaults.name)
-    if not name.strip() or len(name) > 200:
-        check.fail("study.name", "must be 1 to 200 characters")
+    if not is_valid_study_name(name):
+        check.fail("study.name", f"must be 1 to {MAX_STUDY_NAME} characters, none of them control characters")
 
     sampler_spec = SamplerSpec(
         kind=check.one_of(sampler, "sampler", "kind", SAMPLERS, "tpe"),
@@ -328,7 +355,7 @@ class _Checker:
                 expected = ", ".join(sorted(allowed))
                 self.fail(_join(where, key), f"unknown key in {place} (expected one of: {expected})")
 
-    def value(self, table: Mapping[str, Any], where: str, key: str, kind: type, default: Any) -> Any:
+    def value(self, table: Mapping[str, Any], where: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         if key not in table:
             return default
         value = table[key]

@@ -1,4 +1,7 @@
-"""Replacing a directory atomically: an export at ``--out`` is the old one or the new one, never neither."""
+"""Replacing a file or a directory atomically: a reader finds the old one or the new one, never half of one, never neither.
+
+The new content is written beside the target (same directory, so the same file system) and renamed over it.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["install_directory"]
+__all__ = ["install_directory", "write_text_atomically"]
+
+
+def write_text_atomically(path: Path, text: str, *, staging_prefix: str) -> None:
+    """Write ``text`` to ``path`` through a sibling ``<staging_prefix><random>.tmp`` file; raises ``OSError``, leaving any old file."""
+    temporary = path.with_name(f"{staging_prefix}{uuid.uuid4().hex[:8]}.tmp")  # short: any name that fits fits this too
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):  # e.g. its directory could not be created: there is nothing to remove
+            temporary.unlink(missing_ok=True)
 
 
 def install_directory(staging: Path, target: Path) -> bool:
@@ -72,9 +87,9 @@ def _signals_deferred() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-        for number, frame in caught[:1]:
-            handler = previous[number]
+        for signum, frame in caught[:1]:
+            handler = previous[signal.Signals(signum)]
             if callable(handler):
-                handler(number, frame)
+                handler(signum, frame)
             elif handler == signal.SIG_DFL:
-                signal.raise_signal(number)
+                signal.raise_signal(signum)

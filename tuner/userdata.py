@@ -91,6 +91,25 @@ def read_csv_rows(path: Path, label_column: str | None, *, header_only: bool = F
     With ``label_column=None`` every column is a feature unless named so; a file without that column
     gives no labels (``predict`` on unlabelled rows).
     """
+    rows = _read_csv(path)
+    header, label_at = _csv_header(path, rows[0], label_column)
+    names = tuple(name for column, name in enumerate(header) if column != label_at)
+    if header_only:
+        return np.zeros((0, len(names)), np.float32), [], names
+    features, labels = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        values, label = _csv_row(path, line, row, header, label_at)
+        features.append(values)
+        labels.append(label)
+    if not features:
+        raise DataError(f"{path}: no data rows")
+    return np.asarray(features, np.float32), labels if label_at is not None else [], names
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    """All rows of the file, the header first; a missing, unreadable or empty file is a ``DataError``."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
@@ -100,7 +119,12 @@ def read_csv_rows(path: Path, label_column: str | None, *, header_only: bool = F
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows or not any(rows[0]):
         raise DataError(f"{path}: empty CSV file (need a header row and data rows)")
-    header = [name.strip() for name in rows[0]]
+    return rows
+
+
+def _csv_header(path: Path, first_row: list[str], label_column: str | None) -> tuple[list[str], int | None]:
+    """The column names and the label column's index (None without one)."""
+    header = [name.strip() for name in first_row]
     if label_column is not None and label_column not in header:
         raise DataError(
             f"{path}: no label column {label_column!r} in the header (columns: {', '.join(header[:10])}); set [data] label_column"
@@ -108,34 +132,28 @@ def read_csv_rows(path: Path, label_column: str | None, *, header_only: bool = F
     label_at = header.index(label_column) if label_column is not None else None
     if len(header) < (2 if label_at is not None else 1):
         raise DataError(f"{path}: no feature columns besides {label_column!r}")
-    names = tuple(name for column, name in enumerate(header) if column != label_at)
-    if header_only:
-        return np.zeros((0, len(names)), np.float32), [], names
-    features, labels = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
+    return header, label_at
+
+
+def _csv_row(path: Path, line: int, row: list[str], header: list[str], label_at: int | None) -> tuple[list[float], str]:
+    """One data row's feature values and its label ("" without a label column)."""
+    if len(row) != len(header):
+        raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
+    label = row[label_at].strip() if label_at is not None else ""
+    if label_at is not None and not label:
+        raise DataError(f"{path}: line {line} has an empty label")
+    values = []
+    for column, cell in enumerate(row):
+        if column == label_at:
             continue
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
-        label = row[label_at].strip() if label_at is not None else ""
-        if label_at is not None and not label:
-            raise DataError(f"{path}: line {line} has an empty label")
-        values = []
-        for column, cell in enumerate(row):
-            if column == label_at:
-                continue
-            try:
-                value = float(cell)
-            except ValueError:
-                raise DataError(f"{path}: line {line}, column {header[column]!r}: {cell.strip()[:40]!r} is not a number") from None
-            if not math.isfinite(value):
-                raise DataError(f"{path}: line {line}, column {header[column]!r}: missing or infinite value {cell.strip()!r}")
-            values.append(value)
-        features.append(values)
-        labels.append(label)
-    if not features:
-        raise DataError(f"{path}: no data rows")
-    return np.asarray(features, np.float32), labels if label_at is not None else [], names
+        try:
+            value = float(cell)
+        except ValueError:
+            raise DataError(f"{path}: line {line}, column {header[column]!r}: {cell.strip()[:40]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DataError(f"{path}: line {line}, column {header[column]!r}: missing or infinite value {cell.strip()!r}")
+        values.append(value)
+    return values, label
 
 
 def is_image_folder(path: Path) -> bool:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from tuner.errors import ConfigError
 from tuner.storage import load_study
 from tuner.studyfile import Choice, Fixed, ParamSpec, fit_into_range
+from tuner.trials import ranked_by_value
 
 __all__ = ["WarmStart", "warm_start_params", "enqueue_warm_start"]
 
@@ -49,12 +49,11 @@ def enqueue_warm_start(
 ) -> WarmStart:
     """Enqueue the ``top_k`` best completed trials of the source study as the next trials of ``study``."""
     if top_k < 1:
-        raise ConfigError(f"--top must be at least 1, got {top_k}")
+        raise ConfigError(f"top_k must be at least 1, got {top_k}")
     source = load_study(source_storage_url, source_study_name)
     if source.study_name == study.study_name and source._storage is study._storage:
-        raise ConfigError("--warm-start-from names the study being run; give another study")
-    completed = [t for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    best = sorted(completed, key=lambda t: t.value, reverse=source.direction == optuna.study.StudyDirection.MAXIMIZE)[:top_k]
+        raise ConfigError(f"the warm start's source is study {study.study_name!r} itself; give another study")
+    best = ranked_by_value(source.get_trials(deepcopy=False), direction=source.direction)[:top_k]
     seen: list[dict[str, Any]] = []
     for trial in best:
         params = warm_start_params(trial.params, space)

@@ -9,6 +9,7 @@ reaps them all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ from typing import IO
 
 from tuner.config import RunConfig, usable_cpus
 from tuner.errors import ConfigError, DataError, ExportError, StorageError, TunerError
-from tuner.runner import RunResult, RunStart, Tally, TrialOutcome, best_outcome, prepare_study, summarize
+from tuner.results import RunResult, RunStart, Tally, TrialOutcome, best_outcome, summarize
+from tuner.runner import prepare_study
 from tuner.storage import is_connection_error
 
 __all__ = ["WorkersProgress", "run_workers", "threads_per_worker"]
@@ -57,6 +59,15 @@ def run_workers(
 
     Raises the first failing worker's error (the others are stopped); ``KeyboardInterrupt`` once every
     worker was stopped and reaped.
+
+    Args:
+        config: the run's settings; ``config.workers`` processes each run ``tuner run`` on the study.
+        on_start: called once the study is prepared, before the workers start.
+        on_progress: called every ``poll_seconds`` with the study's counts.
+
+    Example::
+
+        result = run_workers(resolve_run_config(n_trials=50, workers=4))
     """
     started = time.perf_counter()
     prepared = prepare_study(config)  # config, data and storage errors stop here, before any process starts
@@ -96,7 +107,7 @@ class _Worker:
 
     @classmethod
     def start(cls, config: RunConfig, index: int, threads: int, logs: Path) -> _Worker:
-        log = open(logs / f"worker-{index}.log", "w+b")
+        log = open(logs / f"worker-{index}.log", "w+b")  # noqa: SIM115 (the worker writes it for its whole life; run_workers closes it)
         process = subprocess.Popen(
             [sys.executable, "-m", "tuner", "run", "--quiet", "--no-baselines", "--no-portfolio"],
             env=_worker_environment(config, threads),
@@ -182,10 +193,8 @@ def _stop(workers: list[_Worker]) -> None:
 
 
 def _signal(process: subprocess.Popen, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it may have exited in the meantime
         process.send_signal(signum)
-    except ProcessLookupError:
-        pass  # it exited in the meantime
 
 
 def _worker_error(index: int, code: int, message: str) -> TunerError:

@@ -2,66 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-from typing import Any
-
 import click
 
-from tuner.errors import TunerError
+from tuner.cli import export, run, tradeoffs, view
+from tuner.cli.group import TunerGroup
 
 __all__ = ["main"]
 
-INTERRUPTED_EXIT = 130
 
-
-class _TunerGroup(click.Group):
-    """Maps our errors to one line on stderr and an exit code; SIGTERM behaves like Ctrl-C."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        try:
-            _apply_env_file(self, ctx)
-            return super().invoke(ctx)
-        except TunerError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except Exception as exc:
-            error = _storage_failure(exc)
-            if error is None:
-                raise  # a bug: keep the traceback
-            click.echo(f"Error: {error}", err=True)
-            ctx.exit(error.exit_code)
-
-
-def _apply_env_file(group: click.Group, ctx: click.Context) -> None:
-    """TUNER_* settings of ./.env (or $TUNER_ENV_FILE), below flags and the environment (see tuner/cli/envfile.py)."""
-    from tuner.cli.envfile import env_file_defaults, env_file_path, read_env_file
-
-    path, required = env_file_path(os.environ)
-    settings = read_env_file(path, required=required) if path is not None else {}
-    if settings:
-        defaults = env_file_defaults(group, settings)
-        for command, values in (ctx.default_map or {}).items():  # a caller's own default_map wins
-            defaults[command] = {**defaults.get(command, {}), **values}
-        ctx.default_map = defaults
-
-
-def _storage_failure(exc: Exception) -> TunerError | None:
-    if "sqlalchemy" not in sys.modules:  # nothing touched a database, so it cannot be a database error
-        return None
-    from tuner.storage import storage_failure
-
-    return storage_failure(exc)
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-@click.group(cls=_TunerGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=TunerGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="tuner")
 def main() -> None:
     """Hyperparameter search for Keras MLPs, stored in SQL and resumable.
@@ -75,10 +24,11 @@ def main() -> None:
     """
 
 
-# Each command module registers itself on ``main``; core libraries are imported inside the commands.
-from tuner.cli import (
-    export,  # noqa: E402,F401
-    run,  # noqa: E402,F401
-    tradeoffs,  # noqa: E402,F401
-    view,  # noqa: E402,F401
-)
+# Core libraries are imported inside the commands, so that ``tuner --help`` stays fast.
+main.add_command(run.run)
+main.add_command(run.studies)
+main.add_command(export.export_best)
+main.add_command(export.predict)
+main.add_command(tradeoffs.pareto)
+main.add_command(view.dashboard)
+main.add_command(view.report)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from tuner.cli import INTERRUPTED_EXIT, main
+from tuner.cli.group import INTERRUPTED_EXIT
 from tuner.cli.options import storage_option
 
+if TYPE_CHECKING:
+    from tuner.export import EpochProgress, ExportStart
 
-@main.command("export-best")
+__all__ = ["export_best", "predict"]
+
+
+@click.command("export-best")
 @click.option(
     "--study",
     "study_name",
@@ -61,43 +67,23 @@ def export_best(
     study_name, storage, trial_number, out, data_path, refit_full, force, max_params, max_latency_ms, allow_other_data, threads, quiet
 ) -> None:
     """Retrain the most accurate trial (or --trial N), score it once on the test set, save model.keras and model.json."""
+    from tuner.errors import ConfigError
     from tuner.export import export_best as run_export
-    from tuner.storage import DEFAULT_STORAGE
+
+    if data_path is not None and not data_path.strip():
+        raise ConfigError("--data must not be empty (leave it out to use the data the study was tuned on)")
+    if trial_number is not None and (max_params is not None or max_latency_ms is not None):
+        raise ConfigError("--trial cannot be combined with --max-params or --max-latency-ms")
 
     if threads:
         from tuner.training import configure_threads
 
         configure_threads(threads)
-    console = Console(stderr=True, quiet=quiet)
-    progress = Progress(
-        TextColumn("[bold]epochs"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[metrics]}"),
-        console=console,
-    )
-    task = None
-
-    def on_start(start) -> None:
-        nonlocal task
-        which = "best trial" if start.is_best else "trial"
-        console.print(f"study [bold]{start.study_name}[/] in {start.storage}: {which} #{start.trial_number}")
-        console.print(
-            f"training {start.epochs} epochs on {start.n_train} samples of {start.data_source}; {start.n_test} test samples held out"
-        )
-        progress.start()
-        task = progress.add_task("epochs", total=start.epochs, metrics="")
-
-    def on_epoch(epoch) -> None:
-        progress.update(task, completed=epoch.epoch, metrics=f"loss {epoch.loss:.4f}  acc {epoch.accuracy:.4f}")
-
+    display = _ExportDisplay(quiet=quiet)
     interrupted = False
     try:
         result = run_export(
-            storage_url=storage or DEFAULT_STORAGE,
+            storage_url=storage,
             study_name=study_name,
             trial_number=trial_number,
             out=out,
@@ -107,14 +93,13 @@ def export_best(
             max_params=max_params,
             max_latency_ms=max_latency_ms,
             allow_other_data=allow_other_data,
-            on_start=on_start,
-            on_epoch=on_epoch,
+            on_start=display.on_start,
+            on_epoch=display.on_epoch,
         )
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if task is not None:  # stopping a progress display that never started prints a blank line
-            progress.stop()
+        display.stop()
     if interrupted:
         click.echo("Interrupted: nothing was written; any earlier export is unchanged.", err=True)
         raise SystemExit(INTERRUPTED_EXIT)
@@ -126,7 +111,42 @@ def export_best(
     click.echo(f"{'replaced' if result.replaced else 'wrote'} {result.metadata_path}")
 
 
-@main.command()
+class _ExportDisplay:
+    """The export's start lines on stderr and its epoch progress bar, fed by the library's callbacks."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.console = Console(stderr=True, quiet=quiet)
+        self.progress = Progress(
+            TextColumn("[bold]epochs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.console,
+        )
+        self.task: TaskID | None = None
+
+    def on_start(self, start: ExportStart) -> None:
+        which = "best trial" if start.is_best else "trial"
+        self.console.print(f"study [bold]{start.study_name}[/] in {start.storage}: {which} #{start.trial_number}")
+        self.console.print(
+            f"training {start.epochs} epochs on {start.n_train} samples of {start.data_source}; {start.n_test} test samples held out"
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("epochs", total=start.epochs, metrics="")
+
+    def on_epoch(self, epoch: EpochProgress) -> None:
+        if self.task is not None:  # epochs are reported only after on_start
+            self.progress.update(self.task, completed=epoch.epoch, metrics=f"loss {epoch.loss:.4f}  acc {epoch.accuracy:.4f}")
+
+    def stop(self) -> None:
+        if self.task is not None:  # stopping a progress display that never started prints a blank line
+            self.progress.stop()
+
+
+@click.command()
 @click.option(
     "--model",
     "model_dir",

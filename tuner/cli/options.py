@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import click
 
+from tuner.storageurl import DEFAULT_STORAGE
+
+__all__ = ["storage_option", "study_option", "stored_study_option", "study_file_option", "data_option", "output_console"]
+
 storage_option = click.option(
     "--storage",
     envvar="TUNER_STORAGE",
     metavar="URL",
-    help="SQLAlchemy URL of the study database [env TUNER_STORAGE; default sqlite:///tuner.db].",
+    default=DEFAULT_STORAGE,
+    help=f"SQLAlchemy URL of the study database [env TUNER_STORAGE; default {DEFAULT_STORAGE}].",
 )
 study_option = click.option(
     "--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the study file's name]."
+)
+# Commands that read a study (rather than create one) default to the storage's only study.
+stored_study_option = click.option(
+    "--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the storage's only study]."
 )
 study_file_option = click.option(
     "--study-file",

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import logging
-import math
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tuner.cli import INTERRUPTED_EXIT, main
+from tuner.cli.group import INTERRUPTED_EXIT
 from tuner.cli.options import data_option, output_console, storage_option, study_file_option, study_option
+from tuner.text import format_value
+
+if TYPE_CHECKING:
+    from tuner.config import RunConfig
+    from tuner.convergence import Convergence
+    from tuner.results import RunStart, TrialOutcome
+    from tuner.workers import WorkersProgress
 
 
-@main.command()
+__all__ = ["run", "studies"]
+
+
+@click.command()
 @click.option("--trials", "n_trials", type=int, envvar="TUNER_TRIALS", help="Finished trials the study should hold in total [default 100].")
 @click.option("--timeout", type=float, envvar="TUNER_TIMEOUT", metavar="SECONDS", help="Stop starting new trials after this many seconds.")
 @study_option
@@ -112,7 +122,7 @@ def run(
 
     from tuner.config import resolve_run_config
     from tuner.runner import run_study
-    from tuner.storage import mask_url
+    from tuner.storageurl import mask_url
 
     config = resolve_run_config(
         study_file=study_file,
@@ -136,23 +146,51 @@ def run(
     )
     optuna.logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices: one new model per trial is expected
-    console = Console(stderr=True, quiet=quiet)
-    progress = Progress(
-        TextColumn("[bold]trials"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[best]}"),
-        TextColumn("[dim]{task.fields[gain]}"),
-        console=console,
-        transient=False,
-    )
-    task = None
+    display = _RunDisplay(config, verbose=verbose, quiet=quiet)
+    try:
+        if config.workers > 1:
+            from tuner.workers import run_workers
 
-    def on_start(start) -> None:
-        nonlocal task
+            result = run_workers(config, on_start=display.on_start, on_progress=display.on_progress)
+        else:
+            result = run_study(config, on_start=display.on_start, on_trial_end=display.on_trial_end, on_convergence=display.on_convergence)
+    except KeyboardInterrupt:
+        display.stop()
+        what = "the running trial was" if config.workers == 1 else "every worker stopped; their running trials were"
+        click.echo(
+            f"Interrupted: {what} recorded as failed and queued again. Resume with: tuner run --trials {config.n_trials}"
+            f" --study {config.study_name!r} --storage {mask_url(config.storage_url)!r}",
+            err=True,
+        )
+        raise SystemExit(INTERRUPTED_EXIT) from None
+    finally:
+        display.stop()
+    _print_summary(result)
+
+
+class _RunDisplay:
+    """The run's start lines on stderr and its progress bar, fed by the library's callbacks."""
+
+    def __init__(self, config: RunConfig, *, verbose: bool, quiet: bool) -> None:
+        self.config = config
+        self.verbose = verbose
+        self.console = Console(stderr=True, quiet=quiet)
+        self.progress = Progress(
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[best]}"),
+            TextColumn("[dim]{task.fields[gain]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+
+    def on_start(self, start: RunStart) -> None:
+        console, config = self.console, self.config
         console.print(f"study [bold]{start.study_name}[/] in {start.storage}")
         console.print(f"data {start.data_source}: {start.n_train} train / {start.n_val} validation samples (test set unused)")
         if start.n_warm_started:
@@ -166,42 +204,33 @@ def run(
         if config.workers > 1:
             from tuner.workers import threads_per_worker
 
-            console.print(
-                f"{config.workers} worker processes, {threads_per_worker(workers=config.workers, threads=config.threads)} TensorFlow threads each"
-            )
-        progress.start()
-        task = progress.add_task("trials", total=start.n_target, completed=min(start.n_finished_before, start.n_target), best="", gain="")
+            threads = threads_per_worker(workers=config.workers, threads=config.threads)
+            console.print(f"{config.workers} worker processes, {threads} TensorFlow threads each")
+        self.progress.start()
+        completed = min(start.n_finished_before, start.n_target)
+        self.task = self.progress.add_task("trials", total=start.n_target, completed=completed, best="", gain="")
 
-    def on_trial_end(outcome, n_finished, best) -> None:
-        progress.update(task, completed=min(n_finished, config.n_trials), best=_best_label(best))
-        if verbose and outcome.reason:
-            progress.console.print(f"trial {outcome.number} {outcome.state.lower()}: {outcome.reason}")
+    def on_trial_end(self, outcome: TrialOutcome, n_finished: int, best: TrialOutcome | None) -> None:
+        self._update(completed=min(n_finished, self.config.n_trials), best=_best_label(best))
+        if self.verbose and outcome.reason:
+            self.progress.console.print(f"trial {outcome.number} {outcome.state.lower()}: {outcome.reason}")
 
-    def on_convergence(estimate) -> None:
-        progress.update(task, gain=estimate.describe())
+    def on_convergence(self, estimate: Convergence) -> None:
+        self._update(gain=estimate.describe())
 
-    def on_progress(state) -> None:
-        progress.update(task, completed=min(state.n_finished, config.n_trials), best=_best_label(state.best))
+    def on_progress(self, state: WorkersProgress) -> None:
+        self._update(completed=min(state.n_finished, self.config.n_trials), best=_best_label(state.best))
 
-    try:
-        if config.workers > 1:
-            from tuner.workers import run_workers
+    def stop(self) -> None:
+        self.progress.stop()
 
-            result = run_workers(config, on_start=on_start, on_progress=on_progress)
-        else:
-            result = run_study(config, on_start=on_start, on_trial_end=on_trial_end, on_convergence=on_convergence)
-    except KeyboardInterrupt:
-        progress.stop()
-        what = "the running trial was" if config.workers == 1 else "every worker stopped; their running trials were"
-        click.echo(
-            f"Interrupted: {what} recorded as failed and queued again. Resume with: tuner run --trials {config.n_trials}"
-            f" --study {config.study_name!r} --storage {mask_url(config.storage_url)!r}",
-            err=True,
-        )
-        raise SystemExit(INTERRUPTED_EXIT)
-    finally:
-        progress.stop()
-    _print_summary(result)
+    def _update(self, **fields: Any) -> None:
+        if self.task is not None:  # the library reports trials only after on_start
+            self.progress.update(self.task, **fields)
+
+
+def _number_cell(value: float | None) -> str:
+    return format_value(value, spec=".4f", missing="-")
 
 
 def _best_label(best) -> str:
@@ -233,7 +262,7 @@ def _print_summary(result) -> None:
     if best is None:
         out.print("no completed trial yet")
         return
-    out.print(f"best trial #{best.number}: validation loss {best.value:.4f}, validation accuracy {_fmt(best.val_accuracy)}")
+    out.print(f"best trial #{best.number}: validation loss {best.value:.4f}, validation accuracy {_number_cell(best.val_accuracy)}")
     params = Table(show_header=True, title="best parameters")
     params.add_column("parameter")
     params.add_column("value", justify="right")
@@ -243,11 +272,7 @@ def _print_summary(result) -> None:
     out.print(f"storage: {result.storage}")
 
 
-def _fmt(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-
-
-@main.command()
+@click.command()
 @storage_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of studies.")
 def studies(storage, as_json) -> None:
@@ -255,9 +280,10 @@ def studies(storage, as_json) -> None:
     import dataclasses
     import json
 
-    from tuner.storage import DEFAULT_STORAGE, describe_storage, list_studies
+    from tuner.storage import list_studies
+    from tuner.storageurl import describe_storage
 
-    url = storage or DEFAULT_STORAGE
+    url = storage
     infos = list_studies(url)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
@@ -279,8 +305,8 @@ def studies(storage, as_json) -> None:
             str(info.n_pruned),
             str(info.n_fail),
             str(info.n_running),
-            _fmt(info.best_value),
-            _fmt(info.best_val_accuracy),
+            _number_cell(info.best_value),
+            _number_cell(info.best_val_accuracy),
             "-" if info.best_trial is None else str(info.best_trial),
             info.convergence,
         )

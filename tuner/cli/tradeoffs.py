@@ -7,12 +7,13 @@ import json
 import click
 from rich.table import Table
 
-from tuner.cli import main
-from tuner.cli.options import output_console, storage_option, study_option
+from tuner.cli.options import output_console, storage_option, stored_study_option
+
+__all__ = ["pareto"]
 
 
-@main.command()
-@study_option
+@click.command()
+@stored_study_option
 @storage_option
 @click.option(
     "--objectives",
@@ -23,9 +24,9 @@ def pareto(study_name, storage, objectives, as_json) -> None:
     """List the Pareto-optimal trials: no other trial is better on every objective."""
     from tuner.pareto import pareto_front
     from tuner.provenance import StudyProvenance
-    from tuner.storage import DEFAULT_STORAGE, load_study
+    from tuner.storage import load_study
 
-    study = load_study(storage or DEFAULT_STORAGE, study_name)
+    study = load_study(storage, study_name)
     if objectives is None:
         provenance = StudyProvenance.from_study(study)
         objectives = ",".join(provenance.objectives if provenance else StudyProvenance.objectives)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import click
 
-from tuner.cli import main
-from tuner.cli.options import storage_option
+from tuner.cli.options import storage_option, stored_study_option
 
-# The shared --study defaults to the study file's name; a report reads an existing storage instead.
-report_study_option = click.option(
-    "--study", "study_name", envvar="TUNER_STUDY", metavar="NAME", help="Study name [env TUNER_STUDY; default: the storage's only study]."
-)
+__all__ = ["dashboard", "report"]
 
 
-@main.command()
+@click.command()
 @storage_option
 @click.option(
     "--host",
@@ -34,9 +30,8 @@ report_study_option = click.option(
 def dashboard(storage, host, port, verbose) -> None:
     """Serve optuna-dashboard on the study storage (safe while 'tuner run' writes to it)."""
     from tuner.dashboard import prepare_dashboard
-    from tuner.storage import DEFAULT_STORAGE
 
-    server = prepare_dashboard(storage_url=storage or DEFAULT_STORAGE, host=host, port=port, log_requests=verbose)
+    server = prepare_dashboard(storage_url=storage, host=host, port=port, log_requests=verbose)
     studies = "1 study" if len(server.studies) == 1 else f"{len(server.studies)} studies"
     click.echo(f"optuna-dashboard for {server.storage} ({studies}: {', '.join(server.studies)})")
     click.echo(f"open {server.url}   (Ctrl-C stops)")
@@ -46,8 +41,8 @@ def dashboard(storage, host, port, verbose) -> None:
         click.echo("dashboard stopped", err=True)
 
 
-@main.command()
-@report_study_option
+@click.command()
+@stored_study_option
 @storage_option
 @click.option(
     "--out",
@@ -60,9 +55,8 @@ def dashboard(storage, host, port, verbose) -> None:
 def report(study_name, storage, out) -> None:
     """Write one self-contained HTML file of plotly figures about a study (opens offline)."""
     from tuner.report import build_report
-    from tuner.storage import DEFAULT_STORAGE
 
-    result = build_report(storage_url=storage or DEFAULT_STORAGE, study_name=study_name, out=out)
+    result = build_report(storage_url=storage, study_name=study_name, out=out)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     accuracy = f"; final model test accuracy {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""

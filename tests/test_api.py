@@ -1,0 +1,36 @@
+"""The visible Python API: every name ``tuner`` exports resolves, and every command has help text."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+import tuner
+from tuner.cli import main
+
+
+@pytest.mark.parametrize("name", tuner.__all__)
+def test_every_exported_name_resolves(name):
+    assert getattr(tuner, name) is not None
+
+
+def test_lazy_names_and_all_agree():
+    assert set(tuner.__all__) - {"__version__"} == set(tuner._MODULE_OF)
+
+
+def test_internals_are_not_exported():
+    assert not {"build_model", "mnist_style", "mask_url", "open_storage"} & set(tuner.__all__)
+
+
+def test_public_entry_points_document_their_use():
+    for name in ("run_study", "resolve_run_config", "load_study_file", "export_best", "predict_digits", "pareto_front", "build_report"):
+        doc = getattr(tuner, name).__doc__ or ""
+        assert "Example" in doc and "Args" in doc, name
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert (main.commands[command].help or "").strip()
+    assert "Usage:" in result.output and len(result.output.strip().splitlines()) > 2
