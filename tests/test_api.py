@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
 import tuner
+from tests.helpers import FIXTURES, REPO_ROOT
 from tuner.cli import main
 
 
@@ -34,3 +39,18 @@ def test_every_command_has_help(command):
     assert result.exit_code == 0, result.output
     assert (main.commands[command].help or "").strip()
     assert "Usage:" in result.output and len(result.output.strip().splitlines()) > 2
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(tmp_path):
+    """The README's example, run as written (its paths point at the repository's fixtures from tmp_path)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## The Python API") :]
+    code = section[section.index("```python\n") + len("```python\n") : section.index("\n```", section.index("```python"))]
+    code = code.replace('"tests/fixtures/', f'"{FIXTURES}/')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_")} | {"TUNER_ENV_FILE": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    completed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "predicted:" in completed.stdout and "test accuracy" in completed.stdout
+    assert (tmp_path / "artifacts" / "example" / "model.json").is_file()
