@@ -16,6 +16,7 @@ from tuner.config import RunConfig
 from tuner.convergence import Convergence, estimate_convergence
 from tuner.data import TuningData, load_tuning_data
 from tuner.errors import StorageError, StudyNotFoundError
+from tuner.model import check_space_fits_data
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance, trial_seed
 from tuner.records import BASELINE_ATTR, DIVERGED_ATTR, PORTFOLIO_ATTR
 from tuner.search import baseline_params, make_pruner, make_sampler, portfolio_params
@@ -160,6 +161,7 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         split_seed=spec.split_seed,
         options=spec.data_options,
     )
+    check_space_fits_data(spec.space, spec.family, data.image_shape, source=spec.source, data=data.source)
     storage = storage or _open(config)
     portfolio = baselines = 0
     warm: WarmStart | None = None
@@ -255,6 +257,7 @@ def _provenance(config: RunConfig, data: TuningData) -> StudyProvenance:
         jit_compile=spec.training.jit_compile,
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,
+        family=spec.family,
     )
 
 
