@@ -209,6 +209,7 @@ def export_best(
             "split_seed": provenance.split_seed,
         },
         model_input=_model_input(tuning, provenance),
+        family=provenance.family,
         versions=_versions(),
         started_at=started_at,
         finished_at=_now(),
@@ -312,12 +313,9 @@ def _train(
 ) -> tuple[keras.Model, list[dict[str, float]], float]:
     import keras
 
-    from tuner.model import rebuild_model
+    from tuner.model import missing_params, rebuild_model
 
-    needed = ["n_layers", "optimizer", "learning_rate", "batch_size", "epochs", "l2"] + (
-        ["units", "dropout"] if trial.params.get("n_layers") else []
-    )
-    missing = [name for name in needed if name not in trial.params]
+    missing = missing_params(trial.params, provenance.family)
     if missing:
         raise StorageError(f"trial {trial.number} does not record {', '.join(missing)}; it was not run by this version of tuner")
     keras.backend.clear_session(free_memory=True)
@@ -326,7 +324,13 @@ def _train(
     # The schedule spans the trial's whole epoch budget over this (larger) training set, and the job
     # trains the trial's best epoch count of it: the same learning rate at every epoch as in the search.
     model, _ = rebuild_model(
-        trial.params, input_dim=final.tuning.input_dim, n_classes=final.tuning.n_classes, n_samples=len(x), training=training
+        trial.params,
+        input_dim=final.tuning.input_dim,
+        n_classes=final.tuning.n_classes,
+        n_samples=len(x),
+        training=training,
+        family=provenance.family,
+        image_shape=final.tuning.image_shape,
     )
 
     def epoch_end(epoch: int, logs: dict[str, Any] | None) -> None:
