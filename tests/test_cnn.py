@@ -344,3 +344,27 @@ def test_cnn_trials_leave_no_traced_graphs_behind(tmp_path):
     run_study(config, on_trial_end=lambda outcome, finished, best: readings.append(live_graphs()))
     assert len(readings) == 5
     assert readings[-1] <= readings[2], readings  # after the first trials warm TensorFlow's caches, nothing accumulates
+
+
+@pytest.mark.slow
+def test_a_cnn_on_colour_image_folders_exports_and_predicts_their_images(tmp_path):
+    from tuner.config import resolve_run_config
+    from tuner.runner import run_study
+
+    folders = FIXTURES / "digit-folders"
+    study_file = tmp_path / "cnn.toml"
+    study_file.write_text(
+        TINY_CNN_STUDY.replace("epochs = 2", "epochs = 1") + "\n[data]\nimage_size = [16, 12]\ncolor = true\nvalidation_fraction = 0.2\n"
+    )
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run_study(resolve_run_config(study_file=study_file, storage_url=url, data_path=str(folders), n_trials=1, portfolio=False))
+    out = tmp_path / "model"
+    result = _invoke("export-best", "--storage", url, "--out", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert meta["family"] == "cnn" and meta["data"]["kind"] == "images" and meta["data"]["input_dim"] == 12 * 16 * 3
+    image = sorted((folders / "seven").iterdir())[0]
+    result = _invoke("predict", "--model", out, image, "--json")
+    assert result.exit_code == 0, result.output
+    (prediction,) = json.loads(result.stdout)["predictions"]
+    assert prediction["label"] in meta["data"]["class_names"] and len(prediction["probabilities"]) == len(meta["data"]["class_names"])
