@@ -56,6 +56,9 @@ class TuningData:
     feature_std: np.ndarray | None = None
     kind: str = "mnist"  # INPUT_KINDS: how predict must turn an input into a row of features
     feature_names: tuple[str, ...] | None = None  # a table's feature columns, in the model's order
+    # (height, width, channels) of the images the rows were flattened from; None for a table or flat rows.
+    # A convolutional model (tuner.cnn) turns each row back into this shape.
+    image_shape: tuple[int, int, int] | None = None
 
     @property
     def input_dim(self) -> int:
@@ -111,6 +114,7 @@ def _load(dataset: str, data_path: str | None, validation_fraction: float, split
     else:
         arrays = _read_path(Path(data_path))
     tabular = kind == "table"
+    image_shape = None if tabular else _image_shape(np.shape(arrays[0]))
     x_train, y_train, x_test, y_test = _validate(tuple(arrays), source, tabular=tabular)
     checksum = _checksum(x_train, y_train, x_test, y_test)
     n_classes = len(class_names) if class_names else _count_classes(y_train, y_test, source, options.classes)
@@ -139,8 +143,18 @@ def _load(dataset: str, data_path: str | None, validation_fraction: float, split
         feature_std=None if std is None else _frozen(std),
         kind=kind,
         feature_names=feature_names,
+        image_shape=image_shape,
     )
     return FinalData(tuning=tuning, x_test=_frozen(x_test), y_test=_frozen(y_test))
+
+
+def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """The (height, width, channels) of samples of ``shape[1:]``: (N, H, W) is one channel; flat rows have none."""
+    if len(shape) == 3:
+        return (int(shape[1]), int(shape[2]), 1)
+    if len(shape) == 4:
+        return (int(shape[1]), int(shape[2]), int(shape[3]))
+    return None
 
 
 def _count_classes(y_train: np.ndarray, y_test: np.ndarray, source: str, declared: int | None) -> int:

@@ -288,6 +288,7 @@ def _metadata(
             "split_seed": provenance.split_seed,
         },
         model_input=_model_input(tuning, provenance),
+        family=provenance.family,
         versions=_versions(),
         started_at=started_at,
         finished_at=_now(),
@@ -382,14 +383,10 @@ def _fit_data(final: FinalData, refit_full: bool) -> tuple[np.ndarray, np.ndarra
 def _train(job: _Job, *, on_epoch: Callable[[EpochProgress], None] | None) -> tuple[keras.Model, list[dict[str, float]], float]:
     import keras
 
-    from tuner.model import rebuild_model
+    from tuner.model import missing_params, rebuild_model
 
     trial, final, x, y, epochs = job.trial, job.final, job.x_fit, job.y_fit, job.epochs
-
-    needed = ["n_layers", "optimizer", "learning_rate", "batch_size", "epochs", "l2"] + (
-        ["units", "dropout"] if trial.params.get("n_layers") else []
-    )
-    missing = [name for name in needed if name not in trial.params]
+    missing = missing_params(trial.params, job.provenance.family)
     if missing:
         raise StorageError(f"trial {trial.number} does not record {', '.join(missing)}; it was not run by this version of tuner")
     keras.backend.clear_session(free_memory=True)
@@ -398,7 +395,13 @@ def _train(job: _Job, *, on_epoch: Callable[[EpochProgress], None] | None) -> tu
     # The schedule spans the trial's whole epoch budget over this (larger) training set, and the job
     # trains the trial's best epoch count of it: the same learning rate at every epoch as in the search.
     model, _ = rebuild_model(
-        trial.params, input_dim=final.tuning.input_dim, n_classes=final.tuning.n_classes, n_samples=len(x), training=training
+        trial.params,
+        input_dim=final.tuning.input_dim,
+        n_classes=final.tuning.n_classes,
+        n_samples=len(x),
+        training=training,
+        family=job.provenance.family,
+        image_shape=final.tuning.image_shape,
     )
 
     def epoch_end(epoch: int, logs: dict[str, Any] | None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import ModelError
+from tuner.studyfile import FAMILIES
 
 __all__ = ["FORMAT", "METADATA_FILE", "ModelInput", "ExportMetadata"]
 
@@ -72,6 +73,7 @@ class ExportMetadata:
     training: dict[str, Any]  # epochs, batch size, refit, seed (the trial's own), history
     data: dict[str, Any]  # provenance: dataset, source, checksums, split
     model_input: ModelInput
+    family: str = "mlp"  # studyfile.FAMILIES: the network the study searched (exports before the field were MLPs)
     versions: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
@@ -84,6 +86,7 @@ class ExportMetadata:
             "storage": self.storage,
             "trial_number": self.trial_number,
             "selected": self.selected,
+            "family": self.family,
             "params": self.params,
             "trial": self.trial,
             "test": self.test,
@@ -152,6 +155,7 @@ class ExportMetadata:
                 training=dict(document.get("training") or {}),
                 data=data,
                 model_input=model_input,
+                family=str(document.get("family", "mlp")),
                 versions=dict(document.get("versions") or {}),
                 started_at=str(document.get("started_at", "")),
                 finished_at=str(document.get("finished_at", "")),
@@ -159,6 +163,8 @@ class ExportMetadata:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: incomplete or malformed ({type(exc).__name__}: {exc})") from None
         problems = model_input.problems()
+        if metadata.family not in FAMILIES:
+            problems.append(f"unknown model family {metadata.family!r}")
         if problems:
             raise ModelError(f"{path}: inconsistent: {'; '.join(problems)}")
         return metadata

@@ -18,7 +18,7 @@ __all__ = ["Objective"]
 
 
 class Objective:
-    """Builds the trial's MLP, trains it, reports validation loss per epoch and prunes.
+    """Builds the trial's model (the study's family), trains it, reports validation loss per epoch and prunes.
 
     Returns the lowest validation loss of the trial; records validation accuracy, the best epoch,
     the parameter count and the training time as user attributes.
@@ -67,6 +67,8 @@ class Objective:
             n_classes=self.data.n_classes,
             n_samples=len(self.data.x_train),
             training=self.spec.training,
+            family=self.spec.family,
+            image_shape=self.data.image_shape,
         )
         trial.set_user_attr("n_params", int(model.count_params()))
         # The portfolio's configurations are the study's reference points: they always train to the end.

@@ -51,6 +51,7 @@ class StudyProvenance:
     jit_compile: bool = False
     heartbeat_interval: int | None = None
     grace_period: int | None = None
+    family: str = "mlp"  # the study file's [model] family; studies recorded before it were MLPs
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys written by other versions, kept as they were
 
     def to_attrs(self) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class StudyProvenance:
             "jit_compile": self.jit_compile,
             "heartbeat_interval": self.heartbeat_interval,
             "grace_period": self.grace_period,
+            "family": self.family,
         }
 
     @classmethod
@@ -91,6 +93,7 @@ class StudyProvenance:
             jit_compile=bool(attrs.get("jit_compile", False)),
             heartbeat_interval=attrs.get("heartbeat_interval"),
             grace_period=attrs.get("grace_period"),
+            family=str(attrs.get("family", "mlp")),
             extra={key: value for key, value in attrs.items() if key not in known},
         )
 
@@ -122,6 +125,7 @@ class StudyProvenance:
             ("validation_fraction", "validation fraction"),
             ("split_seed", "split seed"),
             ("data_options", "data options"),
+            ("family", "model family"),
         ]
         compared += [
             (name, label)

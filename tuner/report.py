@@ -27,8 +27,10 @@ from plotly.subplots import make_subplots
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH, accuracy_over_time_figure, accuracy_per_epoch_figure
 from tuner.errors import ConfigError
 from tuner.pareto import pareto_trials
+from tuner.provenance import StudyProvenance
 from tuner.storage import load_study
 from tuner.storageurl import describe_storage
+from tuner.studyfile import NETWORK_SIZE_PARAMETERS
 from tuner.swap import write_text_atomically
 from tuner.text import format_value
 from tuner.trials import best_by_value, ranked_by_value, state_counts
@@ -36,7 +38,7 @@ from tuner.trials import best_by_value, ranked_by_value, state_counts
 __all__ = ["ReportResult", "build_report", "TOP_TRIALS", "CONTOUR_PARAMS"]
 
 TOP_TRIALS = 10
-CONTOUR_PARAMS = ("learning_rate", "units")
+CONTOUR_PARAMS = ("learning_rate", NETWORK_SIZE_PARAMETERS["mlp"][1])  # an MLP study's; a CNN's has its filters
 OBJECTIVE_NAME = "validation loss"
 _USER_ATTR_COLUMNS = (
     ("val_accuracy", "val acc"),
@@ -174,16 +176,19 @@ def _plot(title: str, plot_function: Any, study: optuna.Study, *, y_title: str |
 
 
 def _contour_section(study: optuna.Study, complete: list[FrozenTrial]) -> _Section:
-    title = f"Contour: {CONTOUR_PARAMS[0]} vs {CONTOUR_PARAMS[1]}"
-    both = [t for t in complete if all(p in t.params for p in CONTOUR_PARAMS)]
-    distinct = {p: len({t.params[p] for t in both}) for p in CONTOUR_PARAMS}
+    provenance = StudyProvenance.from_study(study)
+    family = provenance.family if provenance else "mlp"
+    params = (CONTOUR_PARAMS[0], NETWORK_SIZE_PARAMETERS[family][1])
+    title = f"Contour: {params[0]} vs {params[1]}"
+    both = [t for t in complete if all(p in t.params for p in params)]
+    distinct = {p: len({t.params[p] for t in both}) for p in params}
     if len(both) < 2 or min(distinct.values()) < 2:
+        having = "with hidden layers and" if family == "mlp" else "with"  # an MLP without hidden layers has no units
         return _Section(
             title,
-            note="needs two completed trials with hidden layers and different values of both parameters"
-            f" ({len(both)} completed trials have both)",
+            note=f"needs two completed trials {having} different values of both parameters ({len(both)} completed trials have both)",
         )
-    return _plot(title, vis.plot_contour, study, params=list(CONTOUR_PARAMS), target_name=OBJECTIVE_NAME)
+    return _plot(title, vis.plot_contour, study, params=list(params), target_name=OBJECTIVE_NAME)
 
 
 def _pareto_section(study: optuna.Study, complete: list[FrozenTrial]) -> _Section:

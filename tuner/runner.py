@@ -16,6 +16,7 @@ from tuner.convergence import Convergence, estimate_convergence
 from tuner.coordination import StudyLock, fail_stale_trials
 from tuner.data import TuningData, load_tuning_data
 from tuner.errors import StorageError, StudyNotFoundError
+from tuner.model import check_space_fits_data
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance
 from tuner.records import BASELINE_ATTR, PORTFOLIO_ATTR
 from tuner.results import RunResult, RunStart, Tally, TrialOutcome, best_outcome, summarize
@@ -66,6 +67,7 @@ def prepare_study(config: RunConfig) -> PreparedStudy:
         split_seed=spec.split_seed,
         options=spec.data_options,
     )
+    check_space_fits_data(spec.space, spec.family, data.image_shape, source=spec.source, data=data.source)
     storage = storage or _open(config)
     queued = _Queued()
     with StudyLock(storage, config.study_name):
@@ -179,6 +181,7 @@ def _provenance(config: RunConfig, data: TuningData) -> StudyProvenance:
         jit_compile=spec.training.jit_compile,
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,
+        family=spec.family,
     )
 
 

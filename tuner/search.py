@@ -17,6 +17,8 @@ from tuner.warmstart import warm_start_params
 __all__ = [
     "BASELINES",
     "PORTFOLIO",
+    "CNN_PORTFOLIO",
+    "PORTFOLIOS",
     "PortfolioEntry",
     "TrialSeededSampler",
     "make_sampler",
@@ -71,6 +73,58 @@ PORTFOLIO: tuple[PortfolioEntry, ...] = (
     ),
 )
 
+# The convolutional family's starting points ([model] family = "cnn"): Keras' own MNIST convnet and the
+# same network with batch normalisation and a dense head. Both use "same" padding (tuner.cnn), where the
+# example pads nothing: the same layers, with 7x7 rather than 5x5 maps before the classifier.
+CNN_PORTFOLIO: tuple[PortfolioEntry, ...] = (
+    PortfolioEntry(
+        name="keras-convnet",
+        source=(
+            "Keras' 'Simple MNIST convnet' example (keras-team/keras-io examples/vision/mnist_convnet.py): conv 32 3x3 + max-pool,"
+            " conv 64 3x3 + max-pool, flatten, dropout 0.5, softmax; Adam 1e-3, batch 128, 15 epochs"
+        ),
+        params={
+            "n_blocks": 2,
+            "filters": 32,
+            "filter_growth": "double",
+            "kernel_size": 3,
+            "batch_norm": False,
+            "pooling": "max",
+            "head": "flatten",
+            "dense_units": 0,
+            "dropout": 0.5,
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "batch_size": 128,
+            "weight_decay": 0.0,
+        },
+    ),
+    PortfolioEntry(
+        name="keras-convnet-bn",
+        source=(
+            "the same two blocks with batch normalisation after each convolution (Ioffe & Szegedy 2015, ICML) and a"
+            " 128-unit dense head with dropout 0.5 (keras-team/keras examples/mnist_cnn.py, Keras 2); Adam 1e-3, batch 128"
+        ),
+        params={
+            "n_blocks": 2,
+            "filters": 32,
+            "filter_growth": "double",
+            "kernel_size": 3,
+            "batch_norm": True,
+            "pooling": "max",
+            "head": "flatten",
+            "dense_units": 128,
+            "dropout": 0.5,
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "batch_size": 128,
+            "weight_decay": 0.0,
+        },
+    ),
+)
+
+PORTFOLIOS: Mapping[str, tuple[PortfolioEntry, ...]] = {"mlp": PORTFOLIO, "cnn": CNN_PORTFOLIO}
+
 # The classic MNIST tutorial, step by step: softmax regression, two ReLU layers, then dropout and Adam.
 BASELINES: tuple[dict[str, Any], ...] = (
     {"n_layers": 0, "optimizer": "sgd", "learning_rate": 0.1, "batch_size": 128},
@@ -112,7 +166,7 @@ def portfolio_params(spec: StudySpec) -> list[tuple[PortfolioEntry, dict[str, An
     study's value, numbers are clipped into their range, a categorical value the space lacks is left
     to the sampler. The epoch budget is the space's largest and L2 its smallest, as for the baselines."""
     fitted: list[tuple[PortfolioEntry, dict[str, Any]]] = []
-    for entry in PORTFOLIO:
+    for entry in PORTFOLIOS[spec.family]:
         params = {"epochs": _upper(spec.space["epochs"]), "l2": _lower(spec.space["l2"]), "schedule": "cosine", **entry.params}
         configuration = warm_start_params(params, spec.space)
         if configuration and all(configuration != seen for _, seen in fitted):  # a fixed space leaves nothing to start from
@@ -125,8 +179,11 @@ def baseline_params(spec: StudySpec) -> list[dict[str, Any]]:
 
     Fixed parameters keep the study's value; numbers outside a range are clipped into it; a baseline
     whose categorical value the space excludes is dropped. Parameters the baseline does not name
-    (epochs, l2, ...) take the space's gentlest value: the most epochs and the least L2.
+    (epochs, l2, ...) take the space's gentlest value: the most epochs and the least L2. The tutorial's
+    models are MLPs: a study of another family has no baselines (its portfolio is its reference).
     """
+    if spec.family != "mlp":
+        return []
     fitted = []
     for baseline in BASELINES:
         params = dict(baseline)

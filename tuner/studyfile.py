@@ -33,7 +33,13 @@ __all__ = [
     "SCHEDULES",
     "DATASETS",
     "PARAMETERS",
+    "CNN_PARAMETERS",
+    "FAMILIES",
+    "FAMILY_PARAMETERS",
+    "NETWORK_SIZE_PARAMETERS",
+    "TRAINING_PARAMETERS",
     "OPEN_SPACE",
+    "OPEN_SPACES",
     "MAX_SEED",
     "fit_into_range",
     "load_study_file",
@@ -45,6 +51,12 @@ OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
 # How the learning rate moves over a trial's epoch budget (tuner.model builds them).
 SCHEDULES = ("constant", "cosine")
 DATASETS = ("mnist", "fashion_mnist")
+# Model families ([model] family): each has its own architecture parameters; the training ones are shared.
+FAMILIES = ("mlp", "cnn")
+POOLINGS = ("max", "average")  # a CNN block's 2x2 downsampling
+# How a CNN's last feature maps become the dense head's input: every value, or each map's mean.
+CNN_HEADS = ("flatten", "global_average")
+FILTER_GROWTHS = ("double", "same")  # a CNN block's filters: twice the previous block's, or the same
 SAMPLERS = ("tpe", "random")
 OBJECTIVES = ("val_loss", "params", "latency")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
@@ -83,7 +95,7 @@ ParamSpec = IntRange | FloatRange | Choice | Fixed
 
 @dataclass(frozen=True)
 class _ParamRule:
-    kind: type  # int, float or str
+    kind: type  # int, float, str or bool
     default: Any
     minimum: float | None = None
     maximum: float | None = None
@@ -92,6 +104,8 @@ class _ParamRule:
 
     def widest(self) -> ParamSpec:
         """Every value the rule allows, as a search space."""
+        if self.kind is bool:
+            return Choice((False, True))
         if self.kind is str:
             return Choice(self.allowed)
         low = 0.0 if self.minimum is None else self.minimum
@@ -117,8 +131,36 @@ PARAMETERS: Mapping[str, _ParamRule] = MappingProxyType(
 )
 
 
+# What every family trains with (tuner.model draws them after the architecture).
+TRAINING_PARAMETERS = ("optimizer", "learning_rate", "schedule", "batch_size", "epochs", "l2", "weight_decay")
+
+# The convolutional family (tuner.cnn builds it): blocks of convolution, optional batch normalisation,
+# ReLU and 2x2 pooling, then a dense head. Its training parameters are the MLP's very rules.
+CNN_PARAMETERS: Mapping[str, _ParamRule] = MappingProxyType(
+    {
+        "n_blocks": _ParamRule(int, 2, minimum=1, maximum=8),
+        "filters": _ParamRule(int, 32, minimum=1, maximum=1024),  # the first block's; see filter_growth
+        "filter_growth": _ParamRule(str, "double", allowed=FILTER_GROWTHS),
+        "kernel_size": _ParamRule(int, 3, minimum=1, maximum=15),
+        "batch_norm": _ParamRule(bool, False),
+        "pooling": _ParamRule(str, "max", allowed=POOLINGS),
+        "head": _ParamRule(str, "flatten", allowed=CNN_HEADS),
+        "dense_units": _ParamRule(int, 0, minimum=0, maximum=65536),  # 0: the features go straight to the classes
+        "dropout": PARAMETERS["dropout"],  # before each dense layer of the head
+        **{name: PARAMETERS[name] for name in TRAINING_PARAMETERS},
+    }
+)
+
+FAMILY_PARAMETERS: Mapping[str, Mapping[str, _ParamRule]] = MappingProxyType({"mlp": PARAMETERS, "cnn": CNN_PARAMETERS})
+# The depth and width of each family's network: what the report's contour and pareto's table show of a trial.
+NETWORK_SIZE_PARAMETERS: Mapping[str, tuple[str, str]] = MappingProxyType({"mlp": ("n_layers", "units"), "cnn": ("n_blocks", "filters")})
+
+
 # Every value the builder accepts: lets FixedTrial replay any recorded trial, whatever its study's ranges were.
-OPEN_SPACE: Mapping[str, ParamSpec] = MappingProxyType({name: rule.widest() for name, rule in PARAMETERS.items()})
+OPEN_SPACES: Mapping[str, Mapping[str, ParamSpec]] = MappingProxyType(
+    {family: MappingProxyType({name: rule.widest() for name, rule in rules.items()}) for family, rules in FAMILY_PARAMETERS.items()}
+)
+OPEN_SPACE: Mapping[str, ParamSpec] = OPEN_SPACES["mlp"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +191,7 @@ class TrainingSpec:
 @dataclass(frozen=True)
 class StudySpec:
     name: str = "mnist-mlp"
+    family: str = "mlp"  # FAMILIES: which network the space describes
     dataset: str = "mnist"
     validation_fraction: float = 1 / 6
     split_seed: int = 0
@@ -245,7 +288,8 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
         spec = parse_study({"study": {"name": "quick"}, "space": {"epochs": 5}})
     """
     check = _Checker(source)
-    check.keys(document, "", {"study", "data", "sampler", "pruner", "training", "space"})
+    check.keys(document, "", {"study", "model", "data", "sampler", "pruner", "training", "space"})
+    model = check.table(document, "model")
     study = check.table(document, "study")
     data = check.table(document, "data")
     sampler = check.table(document, "sampler")
@@ -260,7 +304,14 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     check.keys(sampler, "sampler", {"kind", "seed", "n_startup_trials"})
     check.keys(pruner, "pruner", set(PrunerSpec.__dataclass_fields__))
     check.keys(training, "training", set(TrainingSpec.__dataclass_fields__))
-    check.keys(space, "space", set(PARAMETERS))
+    check.keys(model, "model", {"family"})
+    family = check.one_of(model, "model", "family", FAMILIES, "mlp")
+    rules = FAMILY_PARAMETERS[family]
+    for key in space:
+        other = next((name for name in FAMILIES if name != family and key in FAMILY_PARAMETERS[name] and key not in rules), None)
+        if other is not None:
+            check.fail(f"space.{key}", f"is a parameter of [model] family = {other!r}; this study's family is {family!r}")
+    check.keys(space, "space", set(rules))
 
     defaults = StudySpec()
     name = check.value(study, "study", "name", str, defaults.name)
@@ -309,9 +360,10 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
     if not 0.0 <= tolerance < 1.0:
         check.fail("study.convergence_tolerance", f"must be at least 0 and below 1, got {tolerance}")
 
-    params = {key: check.param(key, space[key]) if key in space else Fixed(rule.default) for key, rule in PARAMETERS.items()}
+    params = {key: check.param(key, space[key], rule) if key in space else Fixed(rule.default) for key, rule in rules.items()}
     return StudySpec(
         name=name,
+        family=family,
         dataset=check.one_of(data, "data", "dataset", DATASETS, "mnist"),
         validation_fraction=float(fraction),
         split_seed=check.integer(data, "data", "split_seed", 0, minimum=0),
@@ -382,8 +434,7 @@ class _Checker:
             self.fail(_join(where, key), f"unknown value {value!r} (expected one of: {', '.join(allowed)})")
         return value
 
-    def param(self, name: str, raw: Any) -> ParamSpec:
-        rule = PARAMETERS[name]
+    def param(self, name: str, raw: Any, rule: _ParamRule) -> ParamSpec:
         key = f"space.{name}"
         if isinstance(raw, Mapping):
             if "choices" in raw:
@@ -400,7 +451,7 @@ class _Checker:
         return Fixed(self.scalar(key, rule, raw))
 
     def range(self, key: str, rule: _ParamRule, raw: Mapping[str, Any]) -> ParamSpec:
-        if rule.kind is str:
+        if rule.kind in (str, bool):
             self.fail(key, "is categorical: give a value or { choices = [...] }, not a range")
         allowed = {"low", "high", "log"} | ({"step"} if rule.kind is int else set())
         self.keys(raw, key, allowed)
@@ -423,8 +474,10 @@ class _Checker:
 
     def scalar(self, key: str, rule: _ParamRule, value: Any) -> Any:
         kinds = (int, float) if rule.kind is float else rule.kind
-        if isinstance(value, bool) or not isinstance(value, kinds):
+        if (isinstance(value, bool) and rule.kind is not bool) or not isinstance(value, kinds):
             self.fail(key, f"must be {_kind_name(rule.kind)}, got {_type_name(value)} {value!r}")
+        if rule.kind is bool:
+            return value
         if rule.kind is str:
             if value not in rule.allowed:
                 self.fail(key, f"unknown value {value!r} (expected one of: {', '.join(rule.allowed)})")

@@ -25,17 +25,19 @@ def pareto(study_name, storage, objectives, as_json) -> None:
     from tuner.pareto import pareto_front
     from tuner.provenance import StudyProvenance
     from tuner.storage import load_study
+    from tuner.studyfile import NETWORK_SIZE_PARAMETERS
 
     study = load_study(storage, study_name)
+    provenance = StudyProvenance.from_study(study)
+    depth, width = NETWORK_SIZE_PARAMETERS[provenance.family if provenance else "mlp"]
     if objectives is None:
-        provenance = StudyProvenance.from_study(study)
         objectives = ",".join(provenance.objectives if provenance else StudyProvenance.objectives)
     front = pareto_front(study, objectives=[name.strip() for name in objectives.split(",") if name.strip()])
     if as_json:
         click.echo(json.dumps([point.__dict__ for point in front], indent=2))
         return
     table = Table(title=f"Pareto front of {study.study_name} ({objectives})")
-    for column in ("trial", "val loss", "val acc", "params", "latency ms/sample", "layers x units"):
+    for column in ("trial", "val loss", "val acc", "params", "latency ms/sample", f"{depth.removeprefix('n_')} x {width}"):
         table.add_column(column, justify="right")
     for point in front:
         table.add_row(
@@ -44,6 +46,6 @@ def pareto(study_name, storage, objectives, as_json) -> None:
             "-" if point.val_accuracy is None else f"{point.val_accuracy:.4f}",
             "-" if point.n_params is None else f"{point.n_params:,}",
             "-" if point.latency_ms is None else f"{point.latency_ms:.4f}",
-            f"{point.params.get('n_layers', '?')} x {point.params.get('units', 0)}",
+            f"{point.params.get(depth, '?')} x {point.params.get(width, 0)}",
         )
     output_console().print(table)
