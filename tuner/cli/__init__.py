@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tuner.cli import export, run, tradeoffs, view
+from tuner.cli import dashboard, export_best, pareto, predict, report, run, studies
 from tuner.cli.group import TunerGroup
 
 __all__ = ["main"]
@@ -26,9 +26,9 @@ def main() -> None:
 
 # Core libraries are imported inside the commands, so that ``tuner --help`` stays fast.
 main.add_command(run.run)
-main.add_command(run.studies)
-main.add_command(export.export_best)
-main.add_command(export.predict)
-main.add_command(tradeoffs.pareto)
-main.add_command(view.dashboard)
-main.add_command(view.report)
+main.add_command(studies.studies)
+main.add_command(export_best.export_best)
+main.add_command(predict.predict)
+main.add_command(pareto.pareto)
+main.add_command(dashboard.dashboard)
+main.add_command(report.report)

@@ -1,4 +1,4 @@
-"""``tuner run`` and ``tuner studies``."""
+"""``tuner run``: search hyperparameters, with a progress bar and a summary table."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tuner.cli.display import number_cell
 from tuner.cli.group import INTERRUPTED_EXIT
 from tuner.cli.options import data_option, output_console, storage_option, study_file_option, study_option
-from tuner.text import format_value
 
 if TYPE_CHECKING:
     from tuner.config import RunConfig
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from tuner.workers import WorkersProgress
 
 
-__all__ = ["run", "studies"]
+__all__ = ["run"]
 
 
 @click.command()
@@ -229,10 +229,6 @@ class _RunDisplay:
             self.progress.update(self.task, **fields)
 
 
-def _number_cell(value: float | None) -> str:
-    return format_value(value, spec=".4f", missing="-")
-
-
 def _best_label(best) -> str:
     return f"best {best.value:.4f} (acc {best.val_accuracy:.4f}, #{best.number})" if best and best.val_accuracy is not None else ""
 
@@ -262,7 +258,7 @@ def _print_summary(result) -> None:
     if best is None:
         out.print("no completed trial yet")
         return
-    out.print(f"best trial #{best.number}: validation loss {best.value:.4f}, validation accuracy {_number_cell(best.val_accuracy)}")
+    out.print(f"best trial #{best.number}: validation loss {best.value:.4f}, validation accuracy {number_cell(best.val_accuracy)}")
     params = Table(show_header=True, title="best parameters")
     params.add_column("parameter")
     params.add_column("value", justify="right")
@@ -270,44 +266,3 @@ def _print_summary(result) -> None:
         params.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
     out.print(params)
     out.print(f"storage: {result.storage}")
-
-
-@click.command()
-@storage_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of studies.")
-def studies(storage, as_json) -> None:
-    """List the studies in a storage with trial counts and best values."""
-    import dataclasses
-    import json
-
-    from tuner.storage import list_studies
-    from tuner.storageurl import describe_storage
-
-    url = storage
-    infos = list_studies(url)
-    if as_json:
-        click.echo(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
-        return
-    out = output_console()
-    table = Table(title=describe_storage(url))
-    # A study name is what users copy into --study, so it is never cut; the other columns give way.
-    name_width = max((len(info.name) for info in infos), default=5)
-    for column in ("study", "trials", "complete", "pruned", "failed", "running", "best value", "best acc", "best #", "convergence"):
-        if column == "study":
-            table.add_column(column, justify="left", min_width=min(name_width, 120), overflow="fold")
-        else:
-            table.add_column(column, justify="right")
-    for info in infos:
-        table.add_row(
-            info.name,
-            str(info.n_trials),
-            str(info.n_complete),
-            str(info.n_pruned),
-            str(info.n_fail),
-            str(info.n_running),
-            _number_cell(info.best_value),
-            _number_cell(info.best_val_accuracy),
-            "-" if info.best_trial is None else str(info.best_trial),
-            info.convergence,
-        )
-    out.print(table if infos else f"no studies in {describe_storage(url)}")
