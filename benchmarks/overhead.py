@@ -37,7 +37,7 @@ def main() -> None:
 
     from tuner.studyfile import default_study_file, load_study_file
 
-    spec = load_study_file(default_study_file())
+    spec = load_study_file(path=default_study_file())
     result: dict[str, Any] = {
         "n_train": len(data.x_train),
         "n_val": len(data.x_val),

@@ -33,7 +33,7 @@ def main() -> None:
     from tuner.search import baseline_params
     from tuner.studyfile import default_study_file, load_study_file
 
-    spec = load_study_file(default_study_file())
+    spec = load_study_file(path=default_study_file())
     if args.pruner or args.pruner_patience is not None:
         pruner = replace(spec.pruner, kind=args.pruner or spec.pruner.kind)
         if args.pruner_patience is not None:

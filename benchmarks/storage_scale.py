@@ -84,7 +84,7 @@ def _study(url: str):
     from tuner.studyfile import default_study_file, load_study_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec = load_study_file(default_study_file())
+    spec = load_study_file(path=default_study_file())
     study = optuna.create_study(
         storage=open_storage(url),
         study_name="scale",
@@ -100,7 +100,7 @@ def _study(url: str):
 def _space():
     from tuner.studyfile import default_study_file, load_study_file
 
-    return load_study_file(default_study_file()).space
+    return load_study_file(path=default_study_file()).space
 
 
 def _fill(study, size: int) -> None:

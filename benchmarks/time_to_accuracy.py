@@ -272,7 +272,7 @@ def run_child(args) -> None:
     from tuner.data import load_tuning_data
     from tuner.studyfile import default_study_file, load_study_file
 
-    spec = load_study_file(default_study_file())
+    spec = load_study_file(path=default_study_file())
     data = load_tuning_data(
         dataset=spec.dataset,
         data_path=args.data,

@@ -140,7 +140,7 @@ def _orphan_recovery(folder: Path) -> dict[str, Any]:
     orphan = optuna.create_study(study_name=config.study_name, storage=storage).ask()
     orphan.suggest_int("n_layers", 0, 2)
     time.sleep(2.5)  # past the grace period, before the clock starts, as in the test
-    figure = _timed(lambda: run_study(config))
+    figure = _timed(lambda: run_study(config=config))
     trials = optuna.load_study(study_name=config.study_name, storage=url).get_trials(deepcopy=False)
     if trials[orphan.number].state != optuna.trial.TrialState.FAIL:
         raise SystemExit(f"the orphaned trial ended {trials[orphan.number].state.name}, not FAIL")

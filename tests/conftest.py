@@ -65,7 +65,7 @@ def trained_study(tmp_path_factory) -> tuple[str, str]:
     study_file.write_text(TINY_STUDY)
     url = f"sqlite:///{directory / 'study.db'}"
     config = resolve_run_config(study_file=study_file, storage_url=url, data_path=str(MNIST_SMALL), n_trials=6)
-    run_study(config)
+    run_study(config=config)
     return url, config.study_name
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -31,6 +32,17 @@ def test_public_entry_points_document_their_use():
     for name in ("run_study", "resolve_run_config", "load_study_file", "export_best", "predict_digits", "pareto_front", "build_report"):
         doc = getattr(tuner, name).__doc__ or ""
         assert "Example" in doc and "Args" in doc, name
+
+
+@pytest.mark.parametrize("name", [name for name in tuner.__all__ if inspect.isfunction(getattr(tuner, name))])
+def test_public_functions_take_keyword_arguments_only(name):
+    # Keywords keep call sites readable and let a parameter be added or reordered without breaking callers.
+    positional = [
+        parameter.name
+        for parameter in inspect.signature(getattr(tuner, name)).parameters.values()
+        if parameter.kind not in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)
+    ]
+    assert not positional, f"{name} takes {positional} positionally"
 
 
 @pytest.mark.parametrize("command", sorted(main.commands))

@@ -143,7 +143,7 @@ def test_dashboard_lists_the_study_and_its_trials(browser, trained_study, tmp_pa
     from selenium.webdriver.common.by import By
 
     url, name = trained_study
-    trials = load_study(url, name).trials
+    trials = load_study(storage_url=url, study_name=name).trials
     with running_dashboard(url) as (dashboard_url, process):
         browser.get(dashboard_url)
         wait_for(browser, lambda d: name in body_text(d), f"study {name!r} not listed")

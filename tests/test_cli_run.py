@@ -52,7 +52,7 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     assert states.count(TrialState.PRUNED) >= 1
     assert states.count(TrialState.COMPLETE) >= 2  # the pruner's startup trials always complete
-    spec = load_study_file(tiny_study_file)
+    spec = load_study_file(path=tiny_study_file)
     portfolio = portfolio_params(spec)
     for trial, (entry, params) in zip(trials, portfolio, strict=False):  # the portfolio first, never pruned
         assert trial.user_attrs.get("portfolio") == entry.name and trial.state == TrialState.COMPLETE

@@ -90,13 +90,15 @@ def _cnn(params, *, image_shape=(28, 28, 1), n_classes=10):
 
 
 def test_family_defaults_to_mlp_and_each_family_has_its_own_space():
-    assert parse_study({}).family == "mlp"
-    assert set(parse_study({}).space) == set(PARAMETERS)
-    spec = parse_study({"model": {"family": "cnn"}, "space": {"batch_norm": {"choices": [False, True]}, "n_blocks": {"low": 1, "high": 3}}})
+    assert parse_study(document={}).family == "mlp"
+    assert set(parse_study(document={}).space) == set(PARAMETERS)
+    spec = parse_study(
+        document={"model": {"family": "cnn"}, "space": {"batch_norm": {"choices": [False, True]}, "n_blocks": {"low": 1, "high": 3}}}
+    )
     assert spec.family == "cnn" and set(spec.space) == set(CNN_PARAMETERS)
     assert spec.space["batch_norm"] == Choice((False, True)) and spec.space["filter_growth"] == Fixed("double")
     # The training parameters are the MLP's very rules.
-    assert parse_study({"model": {"family": "cnn"}, "space": {"optimizer": "sgd"}}).space["optimizer"] == Fixed("sgd")
+    assert parse_study(document={"model": {"family": "cnn"}, "space": {"optimizer": "sgd"}}).space["optimizer"] == Fixed("sgd")
 
 
 @pytest.mark.parametrize(
@@ -117,13 +119,13 @@ def test_family_defaults_to_mlp_and_each_family_has_its_own_space():
 )
 def test_cnn_study_mistakes_are_one_line(document, fragment):
     with pytest.raises(ConfigError) as caught:
-        parse_study(document, source="cnn.toml")
+        parse_study(document=document, source="cnn.toml")
     message = str(caught.value)
     assert fragment in message and message.startswith("cnn.toml: ") and "\n" not in message
 
 
 def test_the_committed_cnn_study_and_its_portfolio():
-    spec = load_study_file(STUDIES / "mnist_cnn.toml")
+    spec = load_study_file(path=STUDIES / "mnist_cnn.toml")
     packaged = Path(__file__).parent.parent / "tuner" / "studies" / "mnist_cnn.toml"
     assert packaged.read_text() == (STUDIES / "mnist_cnn.toml").read_text()
     assert spec.family == "cnn" and spec.name == "mnist-cnn" and spec.max_epochs == 15
@@ -183,7 +185,7 @@ def test_batch_norm_average_pooling_global_head_and_colour_images():
 
 
 def test_a_cnn_trial_records_its_whole_configuration():
-    spec = load_study_file(STUDIES / "mnist_cnn.toml")
+    spec = load_study_file(path=STUDIES / "mnist_cnn.toml")
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     model, params = build_model(
         trial, spec.space, input_dim=784, n_classes=10, n_samples=1000, training=TRAINING, family="cnn", image_shape=(28, 28, 1)
@@ -283,7 +285,7 @@ def test_search_export_predict_report_and_pareto_of_a_cnn_study(tmp_path):
     study_file.write_text(TINY_CNN_STUDY)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     config = resolve_run_config(study_file=study_file, storage_url=url, data_path=str(MNIST_SMALL), n_trials=3)
-    run_study(config)
+    run_study(config=config)
     study = optuna.load_study(study_name="tiny-cnn", storage=url)
     assert study.user_attrs["tuner"]["family"] == "cnn"
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
@@ -341,7 +343,7 @@ def test_cnn_trials_leave_no_traced_graphs_behind(tmp_path):
         study_file=study_file, storage_url=f"sqlite:///{tmp_path / 'study.db'}", data_path=str(MNIST_SMALL), n_trials=5, portfolio=False
     )
     readings: list[int] = []
-    run_study(config, on_trial_end=lambda outcome, finished, best: readings.append(live_graphs()))
+    run_study(config=config, on_trial_end=lambda outcome, finished, best: readings.append(live_graphs()))
     assert len(readings) == 5
     assert readings[-1] <= readings[2], readings  # after the first trials warm TensorFlow's caches, nothing accumulates
 
@@ -357,7 +359,7 @@ def test_a_cnn_on_colour_image_folders_exports_and_predicts_their_images(tmp_pat
         TINY_CNN_STUDY.replace("epochs = 2", "epochs = 1") + "\n[data]\nimage_size = [16, 12]\ncolor = true\nvalidation_fraction = 0.2\n"
     )
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    run_study(resolve_run_config(study_file=study_file, storage_url=url, data_path=str(folders), n_trials=1, portfolio=False))
+    run_study(config=resolve_run_config(study_file=study_file, storage_url=url, data_path=str(folders), n_trials=1, portfolio=False))
     out = tmp_path / "model"
     result = _invoke("export-best", "--storage", url, "--out", out)
     assert result.exit_code == 0, result.output

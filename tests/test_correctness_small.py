@@ -28,7 +28,7 @@ def test_seeds_are_bounded_to_what_numpy_accepts(cli, tiny_study_file, sqlite_ur
         resolve_run_config(study_file=tiny_study_file, seed=2**32 - 100)
     assert resolve_run_config(study_file=tiny_study_file, seed=2**32 - 101).seed == 2**32 - 101
     with pytest.raises(ConfigError, match="sampler.seed: must be between 0 and 4294967295"):
-        parse_study({"sampler": {"seed": 2**40}})
+        parse_study(document={"sampler": {"seed": 2**40}})
     result = invoke(
         cli, "run", "--trials", 1, "--seed", 2**40, "--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL
     )
@@ -59,7 +59,7 @@ def test_a_label_that_leaves_classes_empty_is_refused_unless_the_study_sets_clas
     with pytest.raises(DataError, match=r"label 42 \(1 samples\) leaves 32 classes without a training sample"):
         load()
     assert load(classes=43).n_classes == 43
-    assert parse_study({"data": {"classes": 43}}).data_options.classes == 43
+    assert parse_study(document={"data": {"classes": 43}}).data_options.classes == 43
 
 
 def test_classes_come_from_the_training_labels_only(tmp_path):
@@ -76,7 +76,7 @@ def test_clipped_warm_start_and_baseline_values_respect_the_step():
     assert warm_start_params({"units": 100}, space) == {"units": 112}
     assert warm_start_params({"units": 1000}, space) == {"units": 240}  # the largest value on the grid
     assert warm_start_params({"units": 1}, space) == {"units": 16}
-    spec = parse_study({"space": {"units": {"low": 16, "high": 250, "step": 50}, "n_layers": {"low": 0, "high": 2}}})
+    spec = parse_study(document={"space": {"units": {"low": 16, "high": 250, "step": 50}, "n_layers": {"low": 0, "high": 2}}})
     units = [params["units"] for params in baseline_params(spec) if "units" in params]
     assert units and all((value - 16) % 50 == 0 and 16 <= value <= 216 for value in units)
 

@@ -62,7 +62,7 @@ def _one_clean_line(error: TunerError) -> None:
 @given(st.dictionaries(keys, documents, max_size=6))
 def test_random_study_documents_validate_or_fail_with_a_config_error(document):
     try:
-        spec = parse_study(document)
+        spec = parse_study(document=document)
     except ConfigError as error:
         _one_clean_line(error)
     else:
@@ -85,7 +85,7 @@ def test_random_study_documents_validate_or_fail_with_a_config_error(document):
 )
 def test_random_search_spaces_validate_or_fail_with_a_config_error(space):
     try:
-        spec = parse_study({"space": space})
+        spec = parse_study(document={"space": space})
     except ConfigError as error:
         _one_clean_line(error)
         assert "space." in str(error)
@@ -102,7 +102,7 @@ def test_random_study_file_bytes(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("study") / "fuzz.toml"
     path.write_bytes(raw)
     try:
-        load_study_file(path)
+        load_study_file(path=path)
     except ConfigError as error:
         _one_clean_line(error)
 

@@ -70,7 +70,7 @@ def test_momentum_optimizer_is_nesterov_sgd():
 
 
 def test_fixed_parameters_are_recorded_so_trials_are_complete():
-    spec = parse_study({"space": {"optimizer": "rmsprop", "n_layers": {"low": 1, "high": 1}}})
+    spec = parse_study(document={"space": {"optimizer": "rmsprop", "n_layers": {"low": 1, "high": 1}}})
     study = optuna.create_study()
     trial = study.ask()
     params = suggest_hyperparameters(trial, spec.space)
@@ -91,7 +91,7 @@ def test_fixed_parameters_are_recorded_so_trials_are_complete():
 
 
 def test_baselines_fit_the_space():
-    spec = load_study_file(default_study_file())
+    spec = load_study_file(path=default_study_file())
     fitted = baseline_params(spec)
     assert len(fitted) == len(BASELINES) == 3
     assert fitted[0]["n_layers"] == 0 and "units" not in fitted[0] and "input_dropout" not in fitted[0]
@@ -106,14 +106,14 @@ def test_baselines_fit_the_space():
         "weight_decay": 1e-6,
         "input_dropout": 0.0,
     }
-    adam_only = parse_study({"space": {"optimizer": {"choices": ["adam"]}, "learning_rate": {"low": 0.01, "high": 0.2}}})
+    adam_only = parse_study(document={"space": {"optimizer": {"choices": ["adam"]}, "learning_rate": {"low": 0.01, "high": 0.2}}})
     kept = baseline_params(adam_only)
     assert [b["optimizer"] for b in kept] == ["adam"] and kept[0]["learning_rate"] == 0.01  # clipped into range
     assert baseline_params(StudySpec())  # all-fixed space: baselines reduce to nothing to set
 
 
 def test_portfolio_fits_the_space_and_leaves_what_it_lacks_to_the_sampler():
-    spec = load_study_file(default_study_file())
+    spec = load_study_file(path=default_study_file())
     fitted = portfolio_params(spec)
     assert [entry.name for entry, _ in fitted] == [entry.name for entry in PORTFOLIO]
     first = dict(fitted[0][1])
@@ -121,7 +121,7 @@ def test_portfolio_fits_the_space_and_leaves_what_it_lacks_to_the_sampler():
     assert first["weight_decay"] == 1e-6  # 0 clipped to the log range's low end
     assert "epochs" not in first and "schedule" not in first  # fixed by the space: the study's values apply
     adam_only = parse_study(
-        {"space": {"optimizer": {"choices": ["adam", "sgd"]}, "units": {"low": 16, "high": 256}, "epochs": {"low": 2, "high": 9}}}
+        document={"space": {"optimizer": {"choices": ["adam", "sgd"]}, "units": {"low": 16, "high": 256}, "epochs": {"low": 2, "high": 9}}}
     )
     keras_mlp = dict(portfolio_params(adam_only)[0][1])
     assert "optimizer" not in keras_mlp  # RMSprop is not offered: the sampler chooses

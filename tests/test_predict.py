@@ -63,7 +63,7 @@ def digit_model(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("digits")
     (directory / "fixed.toml").write_text(FIXED_STUDY)
     url = f"sqlite:///{directory / 'study.db'}"
-    run_study(resolve_run_config(study_file=directory / "fixed.toml", storage_url=url, data_path=str(MNIST_SMALL), n_trials=1))
+    run_study(config=resolve_run_config(study_file=directory / "fixed.toml", storage_url=url, data_path=str(MNIST_SMALL), n_trials=1))
     result = export_best(storage_url=url, out=directory / "model")
     assert result.test_accuracy > 0.85
     return result.out

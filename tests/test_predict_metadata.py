@@ -54,7 +54,7 @@ def _export(tmp_path_factory, name: str, data_path: Path, data: str) -> Path:
     directory = tmp_path_factory.mktemp(name)
     (directory / "study.toml").write_text(FIXED.format(name=name, data=data))
     url = f"sqlite:///{directory / 'study.db'}"
-    run_study(resolve_run_config(study_file=directory / "study.toml", storage_url=url, data_path=str(data_path), n_trials=1))
+    run_study(config=resolve_run_config(study_file=directory / "study.toml", storage_url=url, data_path=str(data_path), n_trials=1))
     return export_best(storage_url=url, out=directory / "model").out
 
 

@@ -31,7 +31,7 @@ def top_table_trial_numbers(page: str) -> list[int]:
 def test_report_of_a_tuner_run(trained_study, tmp_path):
     url, name = trained_study
     result = build_report(storage_url=url, out=tmp_path / "report.html")
-    study = load_study(url, name)
+    study = load_study(storage_url=url, study_name=name)
     page = result.path.read_text()
 
     assert result.study_name == name and result.path == (tmp_path / "report.html").resolve()

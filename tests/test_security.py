@@ -169,7 +169,7 @@ def test_study_file_values_that_look_like_code_are_refused_not_run(tmp_path, mon
         "[space]\nunits = { low = \"__import__('os').system('touch pwned3')\", high = 64 }\n"
     )
     with pytest.raises(ConfigError):
-        load_study_file(study)
+        load_study_file(path=study)
     assert not list(tmp_path.glob("pwned*"))
 
 
@@ -213,7 +213,7 @@ def test_a_model_with_code_is_refused_and_its_code_never_runs(tmp_path):
     keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Lambda(touch)(inputs))).save(tmp_path / "model.keras")
     marker.unlink()  # building the model ran it once
     with pytest.raises(ModelError, match="safe_mode"):
-        load_exported_model(tmp_path)
+        load_exported_model(model=tmp_path)
     result = invoke(CliRunner(), "predict", "--model", tmp_path, str(next((ROOT / "tests" / "fixtures" / "digits").iterdir())))
     assert result.exit_code == 6 and len(result.stderr.strip().splitlines()) == 1
     assert not marker.exists()

@@ -43,7 +43,7 @@ def test_a_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(tiny_
 
     # Before the fix this waited for the orphan until the 90 s timeout and left it RUNNING; how long it
     # takes now (under 60 s) is measured by benchmarks/wall_clock.py.
-    run_study(config)
+    run_study(config=config)
     trials = optuna.load_study(study_name=config.study_name, storage=sqlite_url).get_trials(deepcopy=False)
     assert trials[orphan.number].state == TrialState.FAIL
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -69,7 +69,7 @@ def test_a_trial_failed_elsewhere_while_training_is_dropped_and_the_study_goes_o
     monkeypatch.setattr(EpochMonitor, "on_epoch_end", failed_elsewhere)
     config = resolve_run_config(study_file=fast_study_file, storage_url=sqlite_url, data_path=str(MNIST_SMALL), n_trials=3)
     with caplog.at_level(logging.WARNING, logger="tuner.runner"):
-        run_study(config)
+        run_study(config=config)
     trials = optuna.load_study(study_name=config.study_name, storage=sqlite_url).get_trials(deepcopy=False)
     assert hit and trials[0].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] == [TrialState.COMPLETE, TrialState.COMPLETE]
@@ -120,12 +120,12 @@ def test_an_interrupted_trial_is_failed_requeued_and_not_counted(fast_study_file
     monkeypatch.setattr(EpochMonitor, "on_epoch_end", interrupt)
     config = resolve_run_config(study_file=fast_study_file, storage_url=sqlite_url, data_path=str(MNIST_SMALL), n_trials=3)
     with pytest.raises(KeyboardInterrupt):
-        run_study(config)
+        run_study(config=config)
     monkeypatch.undo()
     interrupted = optuna.load_study(study_name=config.study_name, storage=sqlite_url).trials[1]
     assert interrupted.state == TrialState.FAIL and "interrupted" in interrupted.user_attrs["fail_reason"]
 
-    result = run_study(config)
+    result = run_study(config=config)
     trials = optuna.load_study(study_name=config.study_name, storage=sqlite_url).trials
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == 3 and len(trials) == 4 and result.n_finished == 3

@@ -33,27 +33,27 @@ def _config(study_file, url, name, n_trials, **overrides):
 
 @pytest.mark.slow
 def test_create_join_resume_and_count(storage_url, fast_study_file, unique_name):
-    first = run_study(_config(fast_study_file, storage_url, unique_name, 2))
+    first = run_study(config=_config(fast_study_file, storage_url, unique_name, 2))
     assert (first.n_finished, first.new_trials) == (2, 2)
-    provenance = load_study(storage_url, unique_name).user_attrs["tuner"]
+    provenance = load_study(storage_url=storage_url, study_name=unique_name).user_attrs["tuner"]
     assert provenance["data_path"] == str(MNIST_SMALL) and provenance["seed"] == 3
 
     # A second worker with another seed would change what the study measures: refused, one line.
     with pytest.raises(ConfigError, match="was created with seed 3, this run has 11"):
-        run_study(_config(fast_study_file, storage_url, unique_name, 3, seed=11))
+        run_study(config=_config(fast_study_file, storage_url, unique_name, 3, seed=11))
     # Without --seed it takes the study's, joins the existing study and tops it up to 3.
     starts: list[RunStart] = []
-    second = run_study(_config(fast_study_file, storage_url, unique_name, 3), on_start=starts.append)
+    second = run_study(config=_config(fast_study_file, storage_url, unique_name, 3), on_start=starts.append)
     assert (starts[0].n_finished_before, starts[0].n_baselines_enqueued, second.new_trials) == (2, 0, 1)
-    study = load_study(storage_url, unique_name)
+    study = load_study(storage_url=storage_url, study_name=unique_name)
     assert study.user_attrs["tuner"] == provenance  # the creator's provenance stays
     assert [t.number for t in study.trials] == [0, 1, 2]
 
     # Resuming a finished study runs nothing.
-    third = run_study(_config(fast_study_file, storage_url, unique_name, 3))
-    assert third.new_trials == 0 and len(load_study(storage_url, unique_name).trials) == 3
+    third = run_study(config=_config(fast_study_file, storage_url, unique_name, 3))
+    assert third.new_trials == 0 and len(load_study(storage_url=storage_url, study_name=unique_name).trials) == 3
 
-    info = next(i for i in list_studies(storage_url) if i.name == unique_name)
+    info = next(i for i in list_studies(storage_url=storage_url) if i.name == unique_name)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert (info.n_trials, info.n_complete, info.n_running, info.n_fail) == (3, len(complete), 0, 3 - len(complete))
     assert info.best_trial == min(complete, key=objective_value).number
@@ -65,7 +65,7 @@ def test_workers_creating_one_study_at_once_set_it_up_once(storage_url, tiny_stu
     with ThreadPoolExecutor(4) as pool:
         prepared = list(pool.map(lambda _: prepare_study(config), range(4)))
     assert sorted((p.start.n_portfolio_enqueued, p.start.n_baselines_enqueued) for p in prepared) == [(0, 0), (0, 0), (0, 0), (2, 3)]
-    study = load_study(storage_url, unique_name)
+    study = load_study(storage_url=storage_url, study_name=unique_name)
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
     assert all(t.state == TrialState.WAITING for t in study.trials)
     assert [bool(t.user_attrs.get("portfolio")) for t in study.trials] == [True, True, False, False, False]

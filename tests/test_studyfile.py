@@ -11,7 +11,7 @@ from tuner.studyfile import Choice, Fixed, FloatRange, IntRange, default_study_f
 
 
 def test_default_study_file_covers_the_tutorial_space():
-    spec = load_study_file(default_study_file())
+    spec = load_study_file(path=default_study_file())
     assert spec.name == "mnist-mlp"
     assert spec.space["n_layers"] == IntRange(0, 3)
     assert isinstance(spec.space["learning_rate"], FloatRange) and spec.space["learning_rate"].log
@@ -30,7 +30,7 @@ def test_default_study_file_covers_the_tutorial_space():
 
 
 def test_missing_parameters_are_fixed_at_defaults_and_plain_values_fix_a_parameter():
-    spec = parse_study({"space": {"optimizer": "adam", "dropout": 0.25, "batch_size": {"choices": [32, 64]}}})
+    spec = parse_study(document={"space": {"optimizer": "adam", "dropout": 0.25, "batch_size": {"choices": [32, 64]}}})
     assert spec.space["optimizer"] == Fixed("adam")
     assert spec.space["dropout"] == Fixed(0.25)
     assert spec.space["batch_size"] == Choice((32, 64))
@@ -69,7 +69,7 @@ def test_bad_study_files_name_the_key(tmp_path, toml, key, words):
     path = tmp_path / "bad.toml"
     path.write_text(toml)
     with pytest.raises(ConfigError) as caught:
-        load_study_file(path)
+        load_study_file(path=path)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: {key}:"), message
@@ -80,9 +80,9 @@ def test_invalid_toml_and_missing_file_are_config_errors(tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text("[space\nunits = ")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_study_file(broken)
+        load_study_file(path=broken)
     with pytest.raises(ConfigError, match="study file not found"):
-        load_study_file(tmp_path / "absent.toml")
+        load_study_file(path=tmp_path / "absent.toml")
 
 
 def test_study_files_are_data_not_code(tmp_path):
@@ -90,6 +90,6 @@ def test_study_files_are_data_not_code(tmp_path):
     path = tmp_path / "evil.toml"
     path.write_text("[space]\noptimizer = \"__import__('os').system('touch pwned')\"")
     with pytest.raises(ConfigError):
-        load_study_file(path)
+        load_study_file(path=path)
     assert not (tmp_path / "pwned").exists()
     assert tomllib.loads(path.read_text())  # it parses as plain data

@@ -50,22 +50,22 @@ def test_pareto_front_keeps_only_undominated_trials():
             _trial(None, 10, 0.0001, state=TrialState.PRUNED),  # pruned trials are not candidates
         ]
     )
-    assert [p.number for p in pareto_front(study)] == [0, 1, 3]
-    assert [p.number for p in pareto_front(study, objectives=["val_loss", "params"])] == [0, 1, 3]
-    assert [p.number for p in pareto_front(study, objectives=["val_loss"])] == [0]
+    assert [p.number for p in pareto_front(study=study)] == [0, 1, 3]
+    assert [p.number for p in pareto_front(study=study, objectives=["val_loss", "params"])] == [0, 1, 3]
+    assert [p.number for p in pareto_front(study=study, objectives=["val_loss"])] == [0]
     with pytest.raises(ConfigError, match="unknown objectives"):
-        pareto_front(study, objectives=["flops"])
+        pareto_front(study=study, objectives=["flops"])
     with pytest.raises(StudyNotFoundError, match="no completed trial"):
-        pareto_front(_study([]))
+        pareto_front(study=_study([]))
 
 
 def test_best_within_budget_picks_the_most_accurate_model_that_fits():
     study = _study([_trial(0.05, 500_000, 0.020), _trial(0.08, 100_000, 0.005), _trial(0.30, 7_850, 0.001)])
-    assert best_within_budget(study).number == 0
-    assert best_within_budget(study, max_params=200_000).number == 1
-    assert best_within_budget(study, max_latency_ms=0.002).number == 2
+    assert best_within_budget(study=study).number == 0
+    assert best_within_budget(study=study, max_params=200_000).number == 1
+    assert best_within_budget(study=study, max_latency_ms=0.002).number == 2
     with pytest.raises(StudyNotFoundError, match="fits the budget"):
-        best_within_budget(study, max_params=1000)
+        best_within_budget(study=study, max_params=1000)
 
 
 def test_convergence_needs_history_then_reports_the_recent_gain():
@@ -121,7 +121,7 @@ def test_pareto_command_lists_the_front(cli, trained_study):
     assert result.exit_code == 0, result.output
     front = json.loads(result.stdout)
     study = optuna.load_study(study_name=name, storage=url)
-    assert [p["number"] for p in front] == [p.number for p in pareto_front(study)]
+    assert [p["number"] for p in front] == [p.number for p in pareto_front(study=study)]
     assert all(p["latency_ms"] > 0 and p["n_params"] > 0 for p in front)
     table = invoke(cli, "pareto", "--storage", url, "--objectives", "val_loss,params")
     assert table.exit_code == 0 and "Pareto front" in table.stdout
@@ -134,7 +134,7 @@ def test_export_within_a_parameter_budget(cli, study_copy, tmp_path):
     url, name = study_copy
     study = optuna.load_study(study_name=name, storage=url)
     cheapest = min(t.user_attrs["n_params"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
-    expected = best_within_budget(study, max_params=cheapest)
+    expected = best_within_budget(study=study, max_params=cheapest)
     result = invoke(cli, "export-best", "--storage", url, "--max-params", cheapest, "--out", tmp_path / "small", "-q")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "small" / "model.json").read_text())

@@ -101,11 +101,11 @@ def test_bad_image_folders(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(("study", "data"), [("digits_csv.toml", CSV), ("image_folder.toml", FOLDERS)])
 def test_example_studies_run_and_export(cli, tmp_path, study, data):
-    assert load_study_file(STUDIES / study)  # the shipped example is valid as it is
+    assert load_study_file(path=STUDIES / study)  # the shipped example is valid as it is
     url = f"sqlite:///{tmp_path / 'own.db'}"
     result = invoke(cli, "run", "--trials", 4, "--study-file", _quick_study(tmp_path, study), "--data", data, "--storage", url)
     assert result.exit_code == 0, result.output
-    name = load_study_file(STUDIES / study).name
+    name = load_study_file(path=STUDIES / study).name
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
     assert len(trials) == 4 and any(t.state == TrialState.COMPLETE for t in trials)
     out = tmp_path / "model"

@@ -6,7 +6,7 @@ The Python API is what the ``tuner`` commands call; each returns a result object
     import tuner
 
     config = tuner.resolve_run_config(study_file="studies/mnist_mlp.toml", n_trials=20)
-    result = tuner.run_study(config)
+    result = tuner.run_study(config=config)
     export = tuner.export_best(storage_url=config.storage_url, study_name=config.study_name)
     print(tuner.predict_digits(model=export.out, inputs=["digit.png"]).predictions[0].label)
 

@@ -53,9 +53,9 @@ class RunConfig:
 def resolve_study_file(study_file: str | Path | None) -> StudySpec:
     """The given study file, else ``studies/mnist_mlp.toml`` under the working directory, else the packaged one."""
     if study_file is not None:
-        return load_study_file(study_file)
+        return load_study_file(path=study_file)
     local = Path("studies") / "mnist_mlp.toml"
-    return load_study_file(local if local.is_file() else default_study_file())
+    return load_study_file(path=local if local.is_file() else default_study_file())
 
 
 def resolve_run_config(
@@ -96,7 +96,7 @@ def resolve_run_config(
     Example::
 
         config = resolve_run_config(study_file="studies/mnist_mlp.toml", n_trials=20, seed=7)
-        result = run_study(config)
+        result = run_study(config=config)
     """
     spec = resolve_study_file(study_file)
     total = 100 if n_trials is None else n_trials

@@ -149,7 +149,7 @@ def export_best(
         raise ConfigError("trial_number cannot be combined with max_params or max_latency_ms")
     if out is not None:
         _check_target(Path(out), force=force)  # fail before anything slow
-    study = load_study(storage_url, study_name)
+    study = load_study(storage_url=storage_url, study_name=study_name)
     chosen = _choose_trial(study, trial_number=trial_number, max_params=max_params, max_latency_ms=max_latency_ms)
     target = Path(out) if out is not None else default_export_dir(study.study_name)
     _check_target(target, force=force)
@@ -195,7 +195,7 @@ class _Job:
 
 def _choose_trial(study: optuna.Study, *, trial_number: int | None, max_params: int | None, max_latency_ms: float | None) -> _Chosen:
     if max_params is not None or max_latency_ms is not None:
-        trial = best_within_budget(study, max_params=max_params, max_latency_ms=max_latency_ms)
+        trial = best_within_budget(study=study, max_params=max_params, max_latency_ms=max_latency_ms)
         return _Chosen(trial=trial, is_best=True, selected="within-budget")  # the best of those the budget allows
     trial = _pick_trial(study, trial_number)
     is_best = trial_number is None or trial.number == _pick_trial(study, None).number

@@ -65,7 +65,7 @@ def pareto_trials(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss
     return sorted(front, key=lambda p: (p.val_loss, p.number))
 
 
-def pareto_front(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss", "params", "latency")) -> list[ParetoPoint]:
+def pareto_front(*, study: optuna.Study, objectives: Sequence[str] = ("val_loss", "params", "latency")) -> list[ParetoPoint]:
     """The Pareto-optimal completed trials, sorted by validation loss; ``StudyNotFoundError`` if there is none.
 
     Args:
@@ -74,7 +74,7 @@ def pareto_front(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss"
 
     Example::
 
-        front = pareto_front(load_study("sqlite:///tuner.db", None), objectives=("val_loss", "params"))
+        front = pareto_front(study=load_study(storage_url="sqlite:///tuner.db", study_name=None), objectives=("val_loss", "params"))
         print([(point.number, point.n_params) for point in front])
     """
     front = pareto_trials(study, objectives=objectives)
@@ -83,7 +83,7 @@ def pareto_front(study: optuna.Study, *, objectives: Sequence[str] = ("val_loss"
     return front
 
 
-def best_within_budget(study: optuna.Study, *, max_params: int | None = None, max_latency_ms: float | None = None) -> FrozenTrial:
+def best_within_budget(*, study: optuna.Study, max_params: int | None = None, max_latency_ms: float | None = None) -> FrozenTrial:
     """The completed trial within the budget that a final model is trained from: the most accurate (tuner.selection).
 
     Args:
@@ -95,7 +95,7 @@ def best_within_budget(study: optuna.Study, *, max_params: int | None = None, ma
 
     Example::
 
-        trial = best_within_budget(load_study("sqlite:///tuner.db", None), max_params=50_000)
+        trial = best_within_budget(study=load_study(storage_url="sqlite:///tuner.db", study_name=None), max_params=50_000)
     """
     fitting = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

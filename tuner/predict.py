@@ -56,7 +56,7 @@ class PredictResult:
     n_labelled: int = 0
 
 
-def load_exported_model(model: str | Path) -> keras.Model:
+def load_exported_model(*, model: str | Path) -> keras.Model:
     """Load ``model.keras`` from an export directory (or the file itself) in Keras' safe mode."""
     path = Path(model)
     try:
@@ -87,7 +87,7 @@ def load_exported_model(model: str | Path) -> keras.Model:
 
 def load_export(model: str | Path) -> tuple[keras.Model, ExportMetadata]:
     """The model and its model.json, checked against each other."""
-    loaded = load_exported_model(model)
+    loaded = load_exported_model(model=model)
     path = Path(model)
     metadata = ExportMetadata.from_dir(path if path.is_dir() else path.parent)
     wanted = metadata.model_input

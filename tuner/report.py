@@ -95,7 +95,7 @@ def build_report(*, storage_url: str, study_name: str | None = None, out: str | 
         result = build_report(storage_url="sqlite:///tuner.db", out="report.html")
         print(result.counts_text, result.path)
     """
-    study = load_study(storage_url, study_name)
+    study = load_study(storage_url=storage_url, study_name=study_name)
     if len(study.directions) != 1:
         raise ConfigError(
             f"study {study.study_name!r} has {len(study.directions)} objectives;"

@@ -194,8 +194,8 @@ def _enqueue(study: optuna.Study, configurations: Sequence[tuple[dict[str, Any],
 
 
 def run_study(
-    config: RunConfig,
     *,
+    config: RunConfig,
     on_start: Callable[[RunStart], None] | None = None,
     on_trial_end: Callable[[TrialOutcome, int, TrialOutcome | None], None] | None = None,
     on_convergence: Callable[[Convergence], None] | None = None,
@@ -220,7 +220,7 @@ def run_study(
     Example::
 
         config = resolve_run_config(study_file="studies/mnist_mlp.toml", n_trials=20)
-        result = run_study(config)
+        result = run_study(config=config)
         print(result.best.value if result.best else "no completed trial")
     """
     started = time.perf_counter()

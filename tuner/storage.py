@@ -157,44 +157,48 @@ class _HeartbeatRetryingStorage(optuna.storages.RDBStorage):
                 time.sleep(delay)
 
 
-def load_study(url: str, study_name: str | None) -> optuna.Study:
+def load_study(*, storage_url: str, study_name: str | None) -> optuna.Study:
     """Load an existing study; with no name, the storage's only study.
 
     Args:
-        url: SQLAlchemy URL of the study database (a SQLite file must exist).
+        storage_url: SQLAlchemy URL of the study database (a SQLite file must exist).
         study_name: the study; None for the storage's only study.
 
     Raises ``StudyNotFoundError`` (no such study, or several and no name) or ``StorageError``.
 
     Example::
 
-        study = load_study("sqlite:///tuner.db", "mnist-mlp")
+        study = load_study(storage_url="sqlite:///tuner.db", study_name="mnist-mlp")
         print(len(study.trials))
     """
-    storage = open_storage(url, must_exist=True)
+    storage = open_storage(storage_url, must_exist=True)
     names = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_name is None:
         if len(names) != 1:
             found = ", ".join(names) if names else "none"
-            raise StudyNotFoundError(f"{describe_storage(url)} holds {len(names)} studies ({found})", remedy="choose one with {study_name}")
+            raise StudyNotFoundError(
+                f"{describe_storage(storage_url)} holds {len(names)} studies ({found})", remedy="choose one with {study_name}"
+            )
         study_name = names[0]
     if study_name not in names:
-        raise StudyNotFoundError(f"no study named {study_name!r} in {describe_storage(url)} (studies: {', '.join(names) or 'none'})")
+        raise StudyNotFoundError(
+            f"no study named {study_name!r} in {describe_storage(storage_url)} (studies: {', '.join(names) or 'none'})"
+        )
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
-def list_studies(url: str) -> list[StudyInfo]:
+def list_studies(*, storage_url: str) -> list[StudyInfo]:
     """Every study in the storage with its trial counts, best trial by validation loss and convergence.
 
     Args:
-        url: SQLAlchemy URL of the study database (a SQLite file must exist).
+        storage_url: SQLAlchemy URL of the study database (a SQLite file must exist).
 
     Example::
 
-        for info in list_studies("sqlite:///tuner.db"):
+        for info in list_studies(storage_url="sqlite:///tuner.db"):
             print(info.name, info.n_complete, info.best_value)
     """
-    storage = open_storage(url, must_exist=True)
+    storage = open_storage(storage_url, must_exist=True)
     infos = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)

@@ -251,7 +251,7 @@ def default_study_file() -> Path:
     return Path(__file__).parent / "studies" / "mnist_mlp.toml"
 
 
-def load_study_file(path: str | Path) -> StudySpec:
+def load_study_file(*, path: str | Path) -> StudySpec:
     """Read and validate a study file; raise ``ConfigError`` with one clear line on any problem.
 
     Args:
@@ -259,7 +259,7 @@ def load_study_file(path: str | Path) -> StudySpec:
 
     Example::
 
-        spec = load_study_file("studies/mnist_mlp.toml")
+        spec = load_study_file(path="studies/mnist_mlp.toml")
         print(spec.name, sorted(spec.space))
     """
     path = Path(path)
@@ -273,10 +273,10 @@ def load_study_file(path: str | Path) -> StudySpec:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_study(document, source=str(path))
+    return parse_study(document=document, source=str(path))
 
 
-def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> StudySpec:
+def parse_study(*, document: Mapping[str, Any], source: str = "<study>") -> StudySpec:
     """Validate an already-parsed study document; raise ``ConfigError`` with one clear line on any problem.
 
     Args:
@@ -285,7 +285,7 @@ def parse_study(document: Mapping[str, Any], *, source: str = "<study>") -> Stud
 
     Example::
 
-        spec = parse_study({"study": {"name": "quick"}, "space": {"epochs": 5}})
+        spec = parse_study(document={"study": {"name": "quick"}, "space": {"epochs": 5}})
     """
     check = _Checker(source)
     check.keys(document, "", {"study", "model", "data", "sampler", "pruner", "training", "space"})

@@ -50,7 +50,7 @@ def enqueue_warm_start(
     """Enqueue the ``top_k`` best completed trials of the source study as the next trials of ``study``."""
     if top_k < 1:
         raise ConfigError(f"top_k must be at least 1, got {top_k}")
-    source = load_study(source_storage_url, source_study_name)
+    source = load_study(storage_url=source_storage_url, study_name=source_study_name)
     if source.study_name == study.study_name and source._storage is study._storage:
         raise ConfigError(f"the warm start's source is study {study.study_name!r} itself; give another study")
     best = ranked_by_value(source.get_trials(deepcopy=False), direction=source.direction)[:top_k]

@@ -49,8 +49,8 @@ def threads_per_worker(*, workers: int, threads: int | None) -> int:
 
 
 def run_workers(
-    config: RunConfig,
     *,
+    config: RunConfig,
     on_start: Callable[[RunStart], None] | None = None,
     on_progress: Callable[[WorkersProgress], None] | None = None,
     poll_seconds: float = 1.0,
@@ -67,7 +67,7 @@ def run_workers(
 
     Example::
 
-        result = run_workers(resolve_run_config(n_trials=50, workers=4))
+        result = run_workers(config=resolve_run_config(n_trials=50, workers=4))
     """
     started = time.perf_counter()
     prepared = prepare_study(config)  # config, data and storage errors stop here, before any process starts

@@ -27,12 +27,12 @@ def pareto(study_name, storage, objectives, as_json) -> None:
     from tuner.storage import load_study
     from tuner.studyfile import NETWORK_SIZE_PARAMETERS
 
-    study = load_study(storage, study_name)
+    study = load_study(storage_url=storage, study_name=study_name)
     provenance = StudyProvenance.from_study(study)
     depth, width = NETWORK_SIZE_PARAMETERS[provenance.family if provenance else "mlp"]
     if objectives is None:
         objectives = ",".join(provenance.objectives if provenance else StudyProvenance.objectives)
-    front = pareto_front(study, objectives=[name.strip() for name in objectives.split(",") if name.strip()])
+    front = pareto_front(study=study, objectives=[name.strip() for name in objectives.split(",") if name.strip()])
     if as_json:
         click.echo(json.dumps([point.__dict__ for point in front], indent=2))
         return

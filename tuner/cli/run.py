@@ -151,9 +151,11 @@ def run(
         if config.workers > 1:
             from tuner.workers import run_workers
 
-            result = run_workers(config, on_start=display.on_start, on_progress=display.on_progress)
+            result = run_workers(config=config, on_start=display.on_start, on_progress=display.on_progress)
         else:
-            result = run_study(config, on_start=display.on_start, on_trial_end=display.on_trial_end, on_convergence=display.on_convergence)
+            result = run_study(
+                config=config, on_start=display.on_start, on_trial_end=display.on_trial_end, on_convergence=display.on_convergence
+            )
     except KeyboardInterrupt:
         display.stop()
         what = "the running trial was" if config.workers == 1 else "every worker stopped; their running trials were"

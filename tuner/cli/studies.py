@@ -23,7 +23,7 @@ def studies(storage, as_json) -> None:
     from tuner.storageurl import describe_storage
 
     url = storage
-    infos = list_studies(url)
+    infos = list_studies(storage_url=url)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
         return
