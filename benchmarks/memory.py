@@ -46,7 +46,7 @@ def main() -> None:
         config = replace(config, spec=replace(config.spec, space=MappingProxyType({**config.spec.space, "epochs": Fixed(1)})))
         rss_start = process.memory_info().rss / 2**20
         clock = Clock()
-        run_study(config=config, on_trial_end=lambda outcome, n, best: readings.append(process.memory_info().rss / 2**20))
+        run_study(config=config, on_trial_end=lambda ended: readings.append(process.memory_info().rss / 2**20))
         seconds = clock.read()[0]
     settled = readings[SETTLE - 1] if len(readings) >= SETTLE else readings[-1]
     result: dict[str, Any] = {

@@ -343,7 +343,7 @@ def test_cnn_trials_leave_no_traced_graphs_behind(tmp_path):
         study_file=study_file, storage_url=f"sqlite:///{tmp_path / 'study.db'}", data_path=str(MNIST_SMALL), n_trials=5, portfolio=False
     )
     readings: list[int] = []
-    run_study(config=config, on_trial_end=lambda outcome, finished, best: readings.append(live_graphs()))
+    run_study(config=config, on_trial_end=lambda ended: readings.append(live_graphs()))
     assert len(readings) == 5
     assert readings[-1] <= readings[2], readings  # after the first trials warm TensorFlow's caches, nothing accumulates
 

@@ -34,7 +34,7 @@ def _custom_gradients() -> int:
 def test_trials_leave_no_traced_graphs_or_gradient_functions_behind(tiny_study_file, sqlite_url):
     readings: list[tuple[int, int]] = []
     config = resolve_run_config(study_file=tiny_study_file, storage_url=sqlite_url, data_path=str(MNIST_SMALL), n_trials=6, baselines=False)
-    run_study(config=config, on_trial_end=lambda outcome, finished, best: readings.append((_live_graphs(), _custom_gradients())))
+    run_study(config=config, on_trial_end=lambda ended: readings.append((_live_graphs(), _custom_gradients())))
     assert len(readings) == 6
     # The first trials may warm caches TensorFlow keeps for the process; after that, nothing accumulates.
     # Before the fix each trial left about 7 graphs and their gradient functions (tensorflow#97697).

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from tuner.pareto import ParetoPoint, best_within_budget, pareto_front
     from tuner.predict import Prediction, PredictResult, load_exported_model, predict_digits
     from tuner.report import ReportResult, build_report
-    from tuner.results import RunResult, RunStart, TrialOutcome
+    from tuner.results import RunResult, RunStart, TrialEnded, TrialOutcome
     from tuner.runner import run_study
     from tuner.storage import StudyInfo, list_studies, load_study
     from tuner.storageurl import DEFAULT_STORAGE
@@ -72,6 +72,7 @@ __all__ = [
     "RunStart",
     "RunResult",
     "TrialOutcome",
+    "TrialEnded",
     "WorkersProgress",
     # studies
     "load_study",
@@ -120,7 +121,7 @@ _MODULE_OF = {
     "DEFAULT_STORAGE": "tuner.storageurl",
     "run_study": "tuner.runner",
     **dict.fromkeys(["run_workers", "WorkersProgress"], "tuner.workers"),
-    **dict.fromkeys(["RunStart", "RunResult", "TrialOutcome"], "tuner.results"),
+    **dict.fromkeys(["RunStart", "RunResult", "TrialOutcome", "TrialEnded"], "tuner.results"),
     **dict.fromkeys(["load_study", "list_studies", "StudyInfo"], "tuner.storage"),
     **dict.fromkeys(["export_best", "ExportStart", "EpochProgress", "ExportResult"], "tuner.export"),
     "ExportMetadata": "tuner.exportmeta",

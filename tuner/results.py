@@ -14,7 +14,7 @@ from tuner.records import DIVERGED_ATTR
 from tuner.storageurl import describe_storage
 from tuner.trials import FINISHED_STATES, best_by_value, state_counts
 
-__all__ = ["TrialOutcome", "RunStart", "RunResult", "Tally", "summarize", "best_outcome"]
+__all__ = ["TrialOutcome", "TrialEnded", "RunStart", "RunResult", "Tally", "summarize", "best_outcome"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,15 @@ class TrialOutcome:
             seconds=seconds,
             reason=trial.user_attrs.get("fail_reason") or trial.user_attrs.get(DIVERGED_ATTR),
         )
+
+
+@dataclass(frozen=True)
+class TrialEnded:
+    """What ``run_study`` reports after each trial of its process: the trial, the study's finished count, its best trial."""
+
+    outcome: TrialOutcome
+    n_finished: int
+    best: TrialOutcome | None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from tuner.errors import StorageError, StudyNotFoundError
 from tuner.model import check_space_fits_data
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance
 from tuner.records import BASELINE_ATTR, PORTFOLIO_ATTR
-from tuner.results import RunResult, RunStart, Tally, TrialOutcome, best_outcome, summarize
+from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, summarize
 from tuner.search import TrialSeededSampler, baseline_params, make_pruner, portfolio_params
 from tuner.storage import database_message, is_connection_error, open_storage
 from tuner.storageurl import describe_storage, storage_location
@@ -197,7 +197,7 @@ def run_study(
     *,
     config: RunConfig,
     on_start: Callable[[RunStart], None] | None = None,
-    on_trial_end: Callable[[TrialOutcome, int, TrialOutcome | None], None] | None = None,
+    on_trial_end: Callable[[TrialEnded], None] | None = None,
     on_convergence: Callable[[Convergence], None] | None = None,
 ) -> RunResult:
     """Create, join or resume the study and run trials until it holds ``config.n_trials`` finished trials.
@@ -205,7 +205,7 @@ def run_study(
     Any number of processes may run this on one study at once (see ``StudyLock``): each takes a new
     trial only while fewer than ``n_trials`` are finished or running. Once the others hold the last
     trials, a worker waits for them, so that it can retry a trial whose worker died.
-    ``on_trial_end(outcome, n_finished, best)`` is called after every trial of this process, then
+    ``on_trial_end`` gets a ``TrialEnded`` after every trial of this process, then
     ``on_convergence`` with the estimate of how much better the study can still get; with
     ``config.until_converged`` the run stops once that estimate says the study has converged.
 
@@ -240,7 +240,7 @@ def run_study(
         outcome = TrialOutcome.from_trial(trial)
         outcomes.append(outcome)
         if on_trial_end:
-            on_trial_end(outcome, Tally.of(study.get_trials(deepcopy=False)).finished, best_outcome(study))
+            on_trial_end(TrialEnded(outcome, Tally.of(study.get_trials(deepcopy=False)).finished, best_outcome(study)))
         estimate = estimate_convergence(study, window=config.spec.convergence_window, tolerance=config.spec.convergence_tolerance)
         if on_convergence:
             on_convergence(estimate)

@@ -17,7 +17,7 @@ from tuner.cli.options import data_option, output_console, storage_option, study
 if TYPE_CHECKING:
     from tuner.config import RunConfig
     from tuner.convergence import Convergence
-    from tuner.results import RunStart, TrialOutcome
+    from tuner.results import RunStart, TrialEnded
     from tuner.workers import WorkersProgress
 
 
@@ -212,10 +212,10 @@ class _RunDisplay:
         completed = min(start.n_finished_before, start.n_target)
         self.task = self.progress.add_task("trials", total=start.n_target, completed=completed, best="", gain="")
 
-    def on_trial_end(self, outcome: TrialOutcome, n_finished: int, best: TrialOutcome | None) -> None:
-        self._update(completed=min(n_finished, self.config.n_trials), best=_best_label(best))
-        if self.verbose and outcome.reason:
-            self.progress.console.print(f"trial {outcome.number} {outcome.state.lower()}: {outcome.reason}")
+    def on_trial_end(self, ended: TrialEnded) -> None:
+        self._update(completed=min(ended.n_finished, self.config.n_trials), best=_best_label(ended.best))
+        if self.verbose and ended.outcome.reason:
+            self.progress.console.print(f"trial {ended.outcome.number} {ended.outcome.state.lower()}: {ended.outcome.reason}")
 
     def on_convergence(self, estimate: Convergence) -> None:
         self._update(gain=estimate.describe())
