@@ -134,7 +134,8 @@ def test_cosine_schedule_warms_up_then_anneals_to_zero_at_the_end_of_the_budget(
     assert not isinstance(schedule, float)
     rates = [float(schedule(step)) for step in (0, 25, 50, 100, 525, 1000)]
     assert rates[0] == 0.0 and rates[1] == pytest.approx(0.005) and rates[2] == pytest.approx(0.01)  # warm-up: 5% of 1000 steps
-    assert rates[3] < 0.01 and rates[4] == pytest.approx(0.005)  # half-way through the decay and rates[5] == pytest.approx(0.0, abs=1e-9)
+    assert rates[3] < 0.01 and rates[4] == pytest.approx(0.005)  # half-way through the decay
+    assert rates[5] == pytest.approx(0.0, abs=1e-9)  # annealed to zero at the end of the budget
     assert learning_rate_schedule({**params, "schedule": "constant"}, steps_per_epoch=100) == 0.01
 
 
