@@ -14,8 +14,9 @@ from optuna.trial import TrialState
 
 from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, spawn_worker, wait_for
 from tuner.config import usable_cpus
+from tuner.records import PORTFOLIO_ATTR
 from tuner.results import Tally
-from tuner.workers import threads_per_worker
+from tuner.workers import has_lead_trial, lead_threads, threads_per_worker
 
 # Several seconds a trial: long enough to catch two workers training at once.
 SLOW_STUDY = FAST_STUDY.replace('name = "fast"', 'name = "slow"').replace("epochs = 1", "epochs = 15")
@@ -60,6 +61,41 @@ def test_workers_share_one_study_and_stop_at_exactly_n(cli, storage_url, fast_st
     # Each trial draws its parameters with its own seed: workers never repeat each other's configuration.
     assert len({t.params["learning_rate"] for t in trials}) == 6
     assert optuna.load_study(study_name=unique_name, storage=storage_url).user_attrs["tuner"]["seed"] == 3
+
+
+@pytest.mark.slow
+def test_a_new_studys_first_portfolio_trial_trains_alone_then_the_workers_share_the_rest(cli, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study_file = tmp_path / "lead.toml"
+    study_file.write_text(SLOW_STUDY.replace("portfolio = false", "portfolio = true").replace("epochs = 15", "epochs = 3"))
+    arguments = ["--workers", 2, "--trials", 5, "--threads", 2, "--study-file", study_file, "--data", MNIST_SMALL, "--storage", url]
+    result = invoke(cli, "run", *arguments)
+    assert result.exit_code == 0, result.output
+    assert "the first trial trains alone with 2 TensorFlow threads, then:" in result.stderr
+    assert "2 worker processes, 1 TensorFlow threads each" in result.stderr
+    trials = sorted(_trials(url, "slow"), key=lambda t: t.number)
+    assert [t.number for t in trials] == list(range(5)) and {t.state for t in trials} == {TrialState.COMPLETE}
+    lead, rest = trials[0], trials[1:]
+    assert PORTFOLIO_ATTR in lead.user_attrs
+    assert all(t.datetime_start >= lead.datetime_complete for t in rest)  # nothing trained beside the lead
+    # Then both workers trained at once: some two of the other trials overlap in time.
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete for a in rest for b in rest if a is not b)
+
+
+def test_only_a_new_study_with_a_strong_first_trial_and_several_workers_has_a_lead_trial():
+    from tuner.results import RunStart
+
+    def start(**counts: int) -> RunStart:
+        fields = dict(study_name="s", storage="sqlite", data_source="d", n_target=10, n_finished_before=0, n_portfolio_enqueued=0)
+        fields.update(n_baselines_enqueued=0, n_train=1, n_val=1, n_warm_started=0, warm_start_source=None)
+        return RunStart(**{**fields, **counts})
+
+    assert has_lead_trial(start(n_portfolio_enqueued=2), workers=2)
+    assert has_lead_trial(start(n_warm_started=3), workers=4)
+    assert not has_lead_trial(start(n_portfolio_enqueued=2), workers=1)  # one worker trains it alone anyway
+    assert not has_lead_trial(start(n_baselines_enqueued=3), workers=2)  # softmax regression is no lead
+    assert not has_lead_trial(start(n_portfolio_enqueued=2, n_finished_before=4), workers=2)  # a resume
+    assert lead_threads(None) == usable_cpus() and lead_threads(3) == 3
 
 
 @pytest.mark.slow

@@ -316,5 +316,5 @@ def _checksum(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in arrays:
         digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array))  # the array's own buffer: hashing needs no copy
+        digest.update(np.ascontiguousarray(array).data)  # the array's own buffer: hashing needs no copy
     return "sha256:" + digest.hexdigest()

@@ -2,9 +2,10 @@
 
 Each worker is a plain ``tuner run`` process (the same thing a user starts on another machine), so
 the storage is the only thing the workers share and coordinate through. This process creates the
-study first, starts the workers with the CPU threads split between them, follows their progress by
-reading the storage, and on Ctrl-C/SIGTERM stops them (each records its running trial as failed) and
-reaps them all.
+study first; a new study's first trial (the portfolio's lead, or a warm start's best) then trains alone
+in one worker with every thread, so the first good model comes as soon as it can; then the workers
+start with the CPU threads split between them. It follows their progress by reading the storage, and
+on Ctrl-C/SIGTERM stops them (each records its running trial as failed) and reaps them all.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -27,7 +28,7 @@ from tuner.results import RunResult, RunStart, Tally, TrialOutcome, best_outcome
 from tuner.runner import prepare_study
 from tuner.storage import is_connection_error
 
-__all__ = ["WorkersProgress", "run_workers", "threads_per_worker"]
+__all__ = ["WorkersProgress", "has_lead_trial", "lead_threads", "run_workers", "threads_per_worker"]
 
 # Seconds a worker gets to record its running trial as failed after SIGTERM before it is killed.
 STOP_GRACE_S = 30.0
@@ -76,18 +77,17 @@ def run_workers(
     if on_start:
         on_start(prepared.start)
     finished_before = prepared.start.n_finished_before
-    if finished_before < config.n_trials:
-        threads = threads_per_worker(workers=config.workers, threads=config.threads)
-        with tempfile.TemporaryDirectory(prefix="tuner-workers-") as logs:
-            workers = [_Worker.start(config, index, threads, Path(logs)) for index in range(config.workers)]
-            try:
-                _follow(study, workers, on_progress, poll_seconds)
-            except BaseException:
-                _stop(workers)
-                raise
-            finally:
-                for worker in workers:
-                    worker.log.close()
+    with tempfile.TemporaryDirectory(prefix="tuner-workers-") as logs:
+        if has_lead_trial(prepared.start, workers=config.workers) and finished_before < config.n_trials:
+            lead = _Worker.start(replace(config, n_trials=finished_before + 1), 0, lead_threads(config.threads), Path(logs), name="lead")
+            _run_to_the_end(study, [lead], on_progress, poll_seconds)
+        remaining = None if config.timeout is None else config.timeout - (time.perf_counter() - started)
+        finished = Tally.of(study.get_trials(deepcopy=False)).finished
+        if finished < config.n_trials and (remaining is None or remaining > 0):
+            threads = threads_per_worker(workers=config.workers, threads=config.threads)
+            rest = replace(config, timeout=remaining)
+            workers = [_Worker.start(rest, index, threads, Path(logs)) for index in range(config.workers)]
+            _run_to_the_end(study, workers, on_progress, poll_seconds)
     new_trials = Tally.of(study.get_trials(deepcopy=False)).finished - finished_before
     return summarize(
         study,
@@ -99,6 +99,35 @@ def run_workers(
     )
 
 
+def has_lead_trial(start: RunStart, *, workers: int) -> bool:
+    """Whether the run trains its study's first trial alone before the workers start.
+
+    A new study's first trial is a configuration known to be strong (the portfolio's first entry, or
+    the best of a warm start). Trained alone with every core it ends sooner than beside other trials:
+    on 2 cores, two trials side by side each train 1.7x slower per epoch than one alone, so the first
+    good model comes about 1.5x sooner, for a throughput loss of about 15% while that one trial trains.
+    """
+    queued_strong = start.n_portfolio_enqueued + start.n_warm_started > 0
+    return workers > 1 and queued_strong and start.n_finished_before == 0
+
+
+def lead_threads(threads: int | None) -> int:
+    """The lead trial's TensorFlow threads: all of them (``threads``, default every core)."""
+    return threads or usable_cpus()
+
+
+def _run_to_the_end(study, workers: list[_Worker], on_progress, poll_seconds: float) -> None:
+    """Follow the workers until every one has exited; on any error or interrupt, stop the rest first."""
+    try:
+        _follow(study, workers, on_progress, poll_seconds)
+    except BaseException:
+        _stop(workers)
+        raise
+    finally:
+        for worker in workers:
+            worker.log.close()
+
+
 @dataclass
 class _Worker:
     index: int
@@ -106,8 +135,8 @@ class _Worker:
     log: IO[bytes]
 
     @classmethod
-    def start(cls, config: RunConfig, index: int, threads: int, logs: Path) -> _Worker:
-        log = open(logs / f"worker-{index}.log", "w+b")  # noqa: SIM115 (the worker writes it for its whole life; run_workers closes it)
+    def start(cls, config: RunConfig, index: int, threads: int, logs: Path, *, name: str = "worker") -> _Worker:
+        log = open(logs / f"{name}-{index}.log", "w+b")  # noqa: SIM115 (the worker writes it for its whole life; run_workers closes it)
         process = subprocess.Popen(
             [sys.executable, "-m", "tuner", "run", "--quiet", "--no-baselines", "--no-portfolio"],
             env=_worker_environment(config, threads),

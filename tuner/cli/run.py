@@ -204,9 +204,11 @@ class _RunDisplay:
         if start.n_finished_before:
             console.print(f"resuming: {start.n_finished_before} of {start.n_target} trials already finished")
         if config.workers > 1:
-            from tuner.workers import threads_per_worker
+            from tuner.workers import has_lead_trial, lead_threads, threads_per_worker
 
             threads = threads_per_worker(workers=config.workers, threads=config.threads)
+            if has_lead_trial(start, workers=config.workers):
+                console.print(f"the first trial trains alone with {lead_threads(config.threads)} TensorFlow threads, then:")
             console.print(f"{config.workers} worker processes, {threads} TensorFlow threads each")
         self.progress.start()
         completed = min(start.n_finished_before, start.n_target)
