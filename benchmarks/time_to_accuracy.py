@@ -183,7 +183,9 @@ def tuner_epochs(database: Path) -> list[dict[str, Any]]:
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as connection:
             rows = connection.execute(
-                "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id WHERE a.key = ?",
+                # A WAITING trial is the retry of an interrupted one, holding a copy of its attributes: not epochs it trained.
+                "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id"
+                " WHERE a.key = ? AND t.state != 'WAITING'",
                 (EPOCH_LOG_ATTR,),
             ).fetchall()
     except sqlite3.OperationalError:  # the study's tables are not there yet

@@ -12,8 +12,9 @@ from benchmarks.db_ceiling_client import STUDY as DB_CEILING_STUDY
 from benchmarks.db_ceiling_client import mlp_parameters, validation_curve
 from benchmarks.run_all import figures
 from benchmarks.storage_scale import EPOCHS, _bookkeeping, _fill, _study
-from benchmarks.time_to_accuracy import judge, summarize
+from benchmarks.time_to_accuracy import judge, summarize, tuner_epochs
 from tests.helpers import SERVER_ADMIN_URLS
+from tuner.records import EPOCH_LOG_ATTR, EpochRecord
 
 
 def _epochs(*epochs: tuple[float, float, int]) -> list[dict]:
@@ -27,6 +28,18 @@ def test_time_to_accuracy_counts_the_first_epoch_at_the_target_and_nothing_past_
     assert result["best_accuracy"] == 0.9801  # the 98.5% epoch ended after the limit
     assert (result["epochs"], result["trials"]) == (4, 2)
     assert result["best_so_far"] == [[10.0, 0.91], [25.0, 0.975], [55.0, 0.9801]]
+
+
+def test_time_to_accuracy_reads_the_epochs_trials_trained_not_the_copy_a_queued_retry_holds(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'tuner.db'}")
+    log = [EpochRecord(epoch=e, time=1000.0 + e, val_loss=0.1, val_accuracy=0.97 + e / 1000).to_dict() for e in (1, 2)]
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    interrupted = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"x": 0.5}, distributions=distributions)
+    interrupted.set_user_attr(EPOCH_LOG_ATTR, log)
+    study.add_trial(interrupted)
+    study.enqueue_trial({"x": 0.5}, user_attrs={EPOCH_LOG_ATTR: log})  # the retry, as Optuna's callback copies it
+    epochs = tuner_epochs(tmp_path / "tuner.db")
+    assert [(e["trial"], e["val_accuracy"]) for e in epochs] == [(0, 0.971), (0, 0.972)]
 
 
 def test_time_to_accuracy_reports_a_target_never_reached_as_none():

@@ -57,3 +57,15 @@ def test_trials_without_an_epoch_log_compete_with_their_recorded_accuracy_and_be
     assert selection is not None
     assert (selection.trial.number, selection.val_accuracy, selection.epoch) == (0, 0.984, 12)
     assert most_accurate(_study(_trial(None, state=TrialState.FAIL)).trials) is None
+
+
+def test_a_queued_retry_has_trained_no_epochs_though_it_holds_a_copy_of_its_failed_attempts_log():
+    from tuner.curves import accuracy_per_epoch_figure
+    from tuner.records import epoch_log
+
+    log = [(0.09, 0.97), (0.07, 0.98)]
+    failed = _trial(None, log, state=TrialState.FAIL)
+    retry = _trial(None, log, state=TrialState.WAITING)  # RetryHeartbeatStaleTrialCallback copies user attributes
+    assert len(epoch_log(failed)) == 2 and epoch_log(retry) == []
+    figure = accuracy_per_epoch_figure([failed, retry])
+    assert figure is not None and len(figure.data) == 1

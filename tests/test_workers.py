@@ -85,16 +85,25 @@ def test_a_new_studys_first_portfolio_trial_trains_alone_then_the_workers_share_
 def test_only_a_new_study_with_a_strong_first_trial_and_several_workers_has_a_lead_trial():
     from tuner.results import RunStart
 
-    def start(**counts: int) -> RunStart:
-        fields = dict(study_name="s", storage="sqlite", data_source="d", n_target=10, n_finished_before=0, n_portfolio_enqueued=0)
-        fields.update(n_baselines_enqueued=0, n_train=1, n_val=1, n_warm_started=0, warm_start_source=None)
-        return RunStart(**{**fields, **counts})
+    def start(*, portfolio: int = 0, warm: int = 0, baselines: int = 0, finished: int = 0) -> RunStart:
+        return RunStart(
+            study_name="s",
+            storage="sqlite",
+            data_source="d",
+            n_target=10,
+            n_finished_before=finished,
+            n_portfolio_enqueued=portfolio,
+            n_baselines_enqueued=baselines,
+            n_train=1,
+            n_val=1,
+            n_warm_started=warm,
+        )
 
-    assert has_lead_trial(start(n_portfolio_enqueued=2), workers=2)
-    assert has_lead_trial(start(n_warm_started=3), workers=4)
-    assert not has_lead_trial(start(n_portfolio_enqueued=2), workers=1)  # one worker trains it alone anyway
-    assert not has_lead_trial(start(n_baselines_enqueued=3), workers=2)  # softmax regression is no lead
-    assert not has_lead_trial(start(n_portfolio_enqueued=2, n_finished_before=4), workers=2)  # a resume
+    assert has_lead_trial(start(portfolio=2), workers=2)
+    assert has_lead_trial(start(warm=3), workers=4)
+    assert not has_lead_trial(start(portfolio=2), workers=1)  # one worker trains it alone anyway
+    assert not has_lead_trial(start(baselines=3), workers=2)  # softmax regression is no lead
+    assert not has_lead_trial(start(portfolio=2, finished=4), workers=2)  # a resume
     assert lead_threads(None) == usable_cpus() and lead_threads(3) == 3
 
 

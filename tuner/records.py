@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["EPOCH_LOG_ATTR", "DIVERGED_ATTR", "PORTFOLIO_ATTR", "BASELINE_ATTR", "EpochRecord", "epoch_log", "peak_accuracy"]
 
@@ -43,7 +43,13 @@ class EpochRecord:
 
 
 def epoch_log(trial: FrozenTrial) -> list[EpochRecord]:
-    """The trial's per-epoch record (empty for trials run before tuner kept one, or still in their first epoch)."""
+    """The trial's per-epoch record (empty for trials run before tuner kept one, or still in their first epoch).
+
+    A queued trial has trained nothing: when it is the retry of an interrupted or dead trial, Optuna
+    copied that trial's attributes into it, epoch log included, and those epochs are the other trial's.
+    """
+    if trial.state == TrialState.WAITING:
+        return []
     entries = trial.user_attrs.get(EPOCH_LOG_ATTR)
     if not isinstance(entries, list):
         return []

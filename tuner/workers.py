@@ -3,7 +3,7 @@
 Each worker is a plain ``tuner run`` process (the same thing a user starts on another machine), so
 the storage is the only thing the workers share and coordinate through. This process creates the
 study first; a new study's first trial (the portfolio's lead, or a warm start's best) then trains alone
-in one worker with every thread, so the first good model comes as soon as it can; then the workers
+in this process with every thread, so the first good model comes as soon as it can; then the workers
 start with the CPU threads split between them. It follows their progress by reading the storage, and
 on Ctrl-C/SIGTERM stops them (each records its running trial as failed) and reaps them all.
 """
@@ -24,7 +24,7 @@ from typing import IO
 
 from tuner.config import RunConfig, usable_cpus
 from tuner.errors import ConfigError, DataError, ExportError, StorageError, TunerError
-from tuner.results import RunResult, RunStart, Tally, TrialOutcome, best_outcome, summarize
+from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, summarize
 from tuner.runner import prepare_study
 from tuner.storage import is_connection_error
 
@@ -79,8 +79,7 @@ def run_workers(
     finished_before = prepared.start.n_finished_before
     with tempfile.TemporaryDirectory(prefix="tuner-workers-") as logs:
         if has_lead_trial(prepared.start, workers=config.workers) and finished_before < config.n_trials:
-            lead = _Worker.start(replace(config, n_trials=finished_before + 1), 0, lead_threads(config.threads), Path(logs), name="lead")
-            _run_to_the_end(study, [lead], on_progress, poll_seconds)
+            _train_lead_trial(config, n_finished=finished_before, on_progress=on_progress)
         remaining = None if config.timeout is None else config.timeout - (time.perf_counter() - started)
         finished = Tally.of(study.get_trials(deepcopy=False)).finished
         if finished < config.n_trials and (remaining is None or remaining > 0):
@@ -116,6 +115,18 @@ def lead_threads(threads: int | None) -> int:
     return threads or usable_cpus()
 
 
+def _train_lead_trial(config: RunConfig, *, n_finished: int, on_progress: Callable[[WorkersProgress], None] | None) -> None:
+    """The lead trial, in this process as ``--workers 1`` trains one: no second process to start, so
+    TensorFlow's start-up is paid once before it; ``on_progress`` hears when it ends."""
+    from tuner.runner import run_study
+
+    def ended(event: TrialEnded) -> None:
+        if on_progress:
+            on_progress(WorkersProgress(n_finished=event.n_finished, n_running=0, best=event.best, workers_alive=0))
+
+    run_study(config=replace(config, n_trials=n_finished + 1, workers=1, threads=lead_threads(config.threads)), on_trial_end=ended)
+
+
 def _run_to_the_end(study, workers: list[_Worker], on_progress, poll_seconds: float) -> None:
     """Follow the workers until every one has exited; on any error or interrupt, stop the rest first."""
     try:
@@ -135,8 +146,8 @@ class _Worker:
     log: IO[bytes]
 
     @classmethod
-    def start(cls, config: RunConfig, index: int, threads: int, logs: Path, *, name: str = "worker") -> _Worker:
-        log = open(logs / f"{name}-{index}.log", "w+b")  # noqa: SIM115 (the worker writes it for its whole life; run_workers closes it)
+    def start(cls, config: RunConfig, index: int, threads: int, logs: Path) -> _Worker:
+        log = open(logs / f"worker-{index}.log", "w+b")  # noqa: SIM115 (the worker writes it for its whole life; run_workers closes it)
         process = subprocess.Popen(
             [sys.executable, "-m", "tuner", "run", "--quiet", "--no-baselines", "--no-portfolio"],
             env=_worker_environment(config, threads),
