@@ -4,6 +4,7 @@ databases on the servers, and the Hypothesis profiles. What tests import lives i
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -20,6 +21,10 @@ os.environ.setdefault("TUNER_ENV_FILE", "")
 # `tuner run` starts one worker per core by default; tests run in-process unless they ask for workers
 # (tests/test_workers.py, and the default's own test in tests/test_cli_run.py).
 os.environ.setdefault("TUNER_WORKERS", "1")
+# Tests stop `tuner` processes with SIGINT, as Ctrl-C would. A shell starts a background job (`bash .ci/run &`)
+# with SIGINT ignored, and the processes it starts inherit that, Python included: take it back for them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Hypothesis: "ci" runs the full example counts, "dev" (the default) a tenth of them for the everyday loop.
 # HYPOTHESIS_PROFILE names one outright; otherwise a true CI variable picks "ci". Properties that cost more per
