@@ -25,7 +25,7 @@ from typing import IO
 from tuner.config import RunConfig, usable_cpus
 from tuner.errors import ConfigError, DataError, ExportError, StorageError, TunerError
 from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, summarize
-from tuner.runner import prepare_study
+from tuner.runner import prepare_study, run_study
 from tuner.storage import is_connection_error
 
 __all__ = ["WorkersProgress", "has_lead_trial", "lead_threads", "run_workers", "threads_per_worker"]
@@ -86,7 +86,14 @@ def run_workers(
             threads = threads_per_worker(workers=config.workers, threads=config.threads)
             rest = replace(config, timeout=remaining)
             workers = [_Worker.start(rest, index, threads, Path(logs)) for index in range(config.workers)]
-            _run_to_the_end(study, workers, on_progress, poll_seconds)
+            try:
+                _follow(study, workers, on_progress, poll_seconds)
+            except BaseException:
+                _stop(workers)
+                raise
+            finally:
+                for worker in workers:
+                    worker.log.close()
     new_trials = Tally.of(study.get_trials(deepcopy=False)).finished - finished_before
     return summarize(
         study,
@@ -118,25 +125,12 @@ def lead_threads(threads: int | None) -> int:
 def _train_lead_trial(config: RunConfig, *, n_finished: int, on_progress: Callable[[WorkersProgress], None] | None) -> None:
     """The lead trial, in this process as ``--workers 1`` trains one: no second process to start, so
     TensorFlow's start-up is paid once before it; ``on_progress`` hears when it ends."""
-    from tuner.runner import run_study
 
     def ended(event: TrialEnded) -> None:
         if on_progress:
             on_progress(WorkersProgress(n_finished=event.n_finished, n_running=0, best=event.best, workers_alive=0))
 
     run_study(config=replace(config, n_trials=n_finished + 1, workers=1, threads=lead_threads(config.threads)), on_trial_end=ended)
-
-
-def _run_to_the_end(study, workers: list[_Worker], on_progress, poll_seconds: float) -> None:
-    """Follow the workers until every one has exited; on any error or interrupt, stop the rest first."""
-    try:
-        _follow(study, workers, on_progress, poll_seconds)
-    except BaseException:
-        _stop(workers)
-        raise
-    finally:
-        for worker in workers:
-            worker.log.close()
 
 
 @dataclass
