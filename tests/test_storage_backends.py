@@ -4,6 +4,7 @@ what a worker does when the database is unreachable or drops in the middle of a 
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import threading
@@ -108,15 +109,27 @@ def test_unreachable_database_is_one_line_without_password(cli, tmp_path, fast_s
         assert "secret" not in result.output
 
 
+def _free_port_below_the_ephemeral_range() -> int:
+    """A free port the kernel never hands out as a connection's source port: while the proxy is cut, an
+    outgoing connection could otherwise take the port the proxy listens on again (EADDRINUSE on restore)."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768  # elsewhere: Linux's default, below macOS's
+    for port in random.sample(range(20000, min(low, 32768)), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 class _Proxy:
     """A TCP forwarder to the database that can drop every connection and refuse new ones for a while."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = _free_port_below_the_ephemeral_range()
         self.sockets: list[socket.socket] = []
         self.lock = threading.Lock()
         self.listener: socket.socket | None = None
