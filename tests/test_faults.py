@@ -7,6 +7,7 @@ stay contiguous, and an earlier export or report survives byte for byte.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -114,14 +115,19 @@ def _sqlite_check(path: Path) -> str:
         return connection.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def _running(path: Path) -> int:
+def _running(path: Path) -> set[int]:
+    """The numbers of the trials RUNNING in the database now."""
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
-            return connection.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+            return {row[0] for row in connection.execute("SELECT number FROM trials WHERE state = 'RUNNING'")}
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc) or "unable to open" in str(exc):
-            return 0  # killed before Optuna created its tables: nothing can be running
+            return set()  # killed before Optuna created its tables: nothing can be running
         raise
+
+
+def _running_unhit(path: Path, hit: frozenset[int]) -> set[int]:
+    return _running(path) - hit if path.exists() else set()
 
 
 def _wal_stamp(path: Path) -> tuple[int, int] | None:
@@ -139,15 +145,16 @@ def test_sqlite_survives_repeated_sigkill_mid_commit(tmp_path, fast_study_file):
     seed = int(os.environ.get("TUNER_FAULT_SEED", time.time_ns() % 10_000))  # random moments, reproducible on demand
     rng = random.Random(seed)
     note = f"(rerun with TUNER_FAULT_SEED={seed})"
-    codes = []
+    codes: list[int | None] = []
+    stale: set[int] = set()  # trials a kill left RUNNING, in any round
     for round_ in range(rounds):
         processes = [_tuner_run(url, fast_study_file, "killed", n_trials, "--threads", "1") for _ in range(writers)]
-        wait_for(
-            lambda: database.exists() and _running(database) > 0, processes[0], f"round {round_}: no trial started {note}", interval=0.05
-        )
         for process in processes:
-            # A random moment once trials run, then the instant the WAL moves: inside a commit.
+            # A random moment while a trial runs that no kill has hit yet (between trials a kill tests nothing
+            # but the lock), then the instant the WAL moves: inside a commit.
             time.sleep(rng.uniform(0, 2.0))
+            unhit = functools.partial(_running_unhit, database, frozenset(stale))
+            wait_for(unhit, process, f"round {round_}: no trial running {note}", interval=0.01)
             stamp, deadline = _wal_stamp(database), time.monotonic() + 10
             while _wal_stamp(database) == stamp and time.monotonic() < deadline and process.poll() is None:
                 pass  # busy-wait: a sleep would let the commit finish
@@ -155,9 +162,9 @@ def test_sqlite_survives_repeated_sigkill_mid_commit(tmp_path, fast_study_file):
             process.communicate()
             codes.append(process.returncode)
             assert _sqlite_check(database) == "ok", f"after kill {len(codes)} {note}"
+        stale |= _running(database)  # every writer is dead: what is RUNNING now, a kill left so
     assert codes == [-signal.SIGKILL] * rounds * writers, f"a writer exited before it was killed {note}: {codes}"
-    stale = [t.number for t in _trials(url, "killed") if t.state == TrialState.RUNNING]
-    assert stale, "the kills left no trial RUNNING, so they all missed a trial"
+    assert stale, f"the kills left no trial RUNNING, so they all missed a trial {note}"
 
     resumed = _tuner_run(url, fast_study_file, "killed", n_trials, "--threads", "1")
     stdout, stderr = resumed.communicate(timeout=300)
