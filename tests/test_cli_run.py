@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke
-from tuner.records import epoch_log
+from tuner.records import EPOCH_BUDGET_ATTR, epoch_log, trained_params
 from tuner.search import baseline_params, portfolio_params
 from tuner.studyfile import load_study_file
 
@@ -57,6 +57,9 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
     for trial, (entry, params) in zip(trials, portfolio, strict=False):  # the portfolio first, never pruned
         assert trial.user_attrs.get("portfolio") == entry.name and trial.state == TrialState.COMPLETE
         assert {k: trial.params[k] for k in params} == params
+        budget = entry.epoch_budget(spec.max_epochs)  # the lead's: a third of the budget; the others train all of it
+        assert trial.user_attrs.get(EPOCH_BUDGET_ATTR) == budget
+        assert trial.user_attrs["epochs_trained"] == trained_params(trial)["epochs"] == (budget or trial.params["epochs"])
     for trial, baseline in zip(trials[len(portfolio) :], baseline_params(spec), strict=False):  # then the tutorial's baselines
         assert trial.user_attrs.get("baseline") is True
         assert {k: trial.params[k] for k in baseline} == baseline

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from tests.helpers import MNIST_SMALL, invoke, one_error_line
 from tuner.data import load_final_data
 from tuner.export import EpochProgress
-from tuner.records import epoch_log
+from tuner.records import EPOCH_BUDGET_ATTR, PORTFOLIO_ATTR, epoch_log, trained_params
 from tuner.selection import final_epochs, most_accurate
 from tuner.storageurl import mask_url
 
@@ -91,7 +91,7 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
 
     meta = json.loads(result.metadata_path.read_text())
     assert result.trial_number == meta["trial_number"] == chosen.number
-    assert meta["params"] == chosen.params and result.params == chosen.params
+    assert meta["params"] == trained_params(chosen) and result.params == chosen.params
     assert meta["training"]["n_samples"] == 2000  # the training part only: 1/6 of 2400 stays for validation
     assert all("val_xent" in row for row in meta["training"]["history"])
     planned = final_epochs(chosen)
@@ -99,6 +99,20 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     assert [e.epoch for e in epochs] == list(range(1, planned + 1))
     assert result.test_accuracy == meta["test"]["accuracy"] and not result.replaced
     assert _study(url, name).user_attrs["export"]["trial"] == chosen.number
+
+
+def test_the_quick_lead_exports_with_the_schedule_of_the_budget_it_trained(study_copy, tmp_path):
+    from tuner.export import export_best
+
+    url, name = study_copy
+    lead = _study(url, name).trials[0]
+    assert PORTFOLIO_ATTR in lead.user_attrs and lead.state == TrialState.COMPLETE
+    budget = lead.user_attrs[EPOCH_BUDGET_ATTR]
+    assert lead.user_attrs["epochs_trained"] == budget < lead.params["epochs"]  # it trained its budget, not the space's epochs
+    result = export_best(storage_url=url, trial_number=0, out=tmp_path / "lead", refit_full=False)
+    meta = json.loads(result.metadata_path.read_text())
+    assert meta["params"] == {**lead.params, "epochs": budget}  # the model.json says what the model was built from
+    assert meta["training"]["epochs"] <= budget
 
 
 @pytest.mark.slow

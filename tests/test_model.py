@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from tuner.model import LEGACY_PARAMS, build_model, learning_rate_schedule, rebuild_model, suggest_hyperparameters
-from tuner.search import BASELINES, PORTFOLIO, baseline_params, portfolio_params
+from tuner.search import BASELINES, CNN_PORTFOLIO, PORTFOLIO, baseline_params, portfolio_params
 from tuner.studyfile import OPEN_SPACE, StudySpec, TrainingSpec, default_study_file, load_study_file, parse_study
 
 TRAINING = TrainingSpec()
@@ -126,6 +126,37 @@ def test_portfolio_fits_the_space_and_leaves_what_it_lacks_to_the_sampler():
     keras_mlp = dict(portfolio_params(adam_only)[0][1])
     assert "optimizer" not in keras_mlp  # RMSprop is not offered: the sampler chooses
     assert keras_mlp["units"] == 256 and keras_mlp["epochs"] == 9
+
+
+def test_each_portfolios_lead_trains_a_third_of_the_epoch_budget_and_the_rest_all_of_it():
+    for portfolio in (PORTFOLIO, CNN_PORTFOLIO):
+        lead, *rest = portfolio
+        assert [lead.epoch_budget(n) for n in (30, 10, 3, 2, 1)] == [10, 4, 1, 1, 1]  # rounded up, never 0 epochs
+        assert all(entry.epoch_budget(30) is None for entry in rest)
+
+
+def test_an_epoch_budget_cuts_the_trials_epochs_and_anneals_its_schedule_over_them():
+    params = {
+        "n_layers": 1,
+        "units": 16,
+        "dropout": 0.0,
+        "optimizer": "sgd",
+        "learning_rate": 0.1,
+        "batch_size": 100,
+        "epochs": 9,
+        "l2": 0.0,
+    }
+    trial = optuna.trial.FixedTrial({**LEGACY_PARAMS, **params, "schedule": "cosine"})
+    model, built = build_model(trial, OPEN_SPACE, input_dim=784, n_classes=10, n_samples=1000, training=TRAINING, epoch_budget=3)
+    assert built["epochs"] == 3  # what the objective trains: 3 epochs of 10 steps
+
+    def rate_at(step: int) -> float:
+        model.optimizer.iterations.assign(step)
+        return float(model.optimizer.learning_rate.numpy())
+
+    assert rate_at(15) > 0.0 and rate_at(30) == pytest.approx(0.0, abs=1e-9)  # annealed at step 30, not 90
+    _, uncut = build_model(trial, OPEN_SPACE, input_dim=784, n_classes=10, n_samples=1000, training=TRAINING, epoch_budget=20)
+    assert uncut["epochs"] == 9  # a budget above the trial's own epochs changes nothing
 
 
 def test_cosine_schedule_warms_up_then_anneals_to_zero_at_the_end_of_the_budget():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import optuna
-from optuna.distributions import FloatDistribution
+from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from tuner.records import EPOCH_LOG_ATTR, EpochRecord
+from tuner.records import EPOCH_BUDGET_ATTR, EPOCH_LOG_ATTR, EpochRecord, epoch_budget, trained_params
 from tuner.selection import final_epochs, most_accurate
 
 
@@ -69,3 +69,16 @@ def test_a_queued_retry_has_trained_no_epochs_though_it_holds_a_copy_of_its_fail
     assert len(epoch_log(failed)) == 2 and epoch_log(retry) == []
     figure = accuracy_per_epoch_figure([failed, retry])
     assert figure is not None and len(figure.data) == 1
+
+
+def test_a_trial_trained_its_epoch_budget_when_it_was_queued_with_a_shorter_one():
+    def trial(**attrs):
+        distributions = {"epochs": IntDistribution(1, 30), "x": FloatDistribution(0, 1)}
+        params = {"epochs": 30, "x": 0.5}
+        return create_trial(state=TrialState.COMPLETE, value=0.1, params=params, distributions=distributions, user_attrs=attrs)
+
+    assert trained_params(trial(**{EPOCH_BUDGET_ATTR: 10})) == {"epochs": 10, "x": 0.5}
+    assert trained_params(trial(**{EPOCH_BUDGET_ATTR: 50})) == {"epochs": 30, "x": 0.5}  # a budget never adds epochs
+    for unusable in (None, True, 0, "10", 2.5):  # not a budget tuner wrote: the trial trained its parameters
+        assert epoch_budget({EPOCH_BUDGET_ATTR: unusable}) is None
+        assert trained_params(trial(**{EPOCH_BUDGET_ATTR: unusable})) == {"epochs": 30, "x": 0.5}

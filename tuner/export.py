@@ -33,6 +33,7 @@ from tuner.exportmeta import METADATA_FILE, ExportMetadata, ModelInput
 from tuner.pareto import best_within_budget
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
+from tuner.records import trained_params
 from tuner.selection import final_epochs, most_accurate
 from tuner.storage import load_study
 from tuner.storageurl import describe_storage, mask_url
@@ -260,7 +261,7 @@ def _metadata(
         storage=mask_url(storage_url),
         trial_number=trial.number,
         selected=job.chosen.selected,
-        params=dict(trial.params),
+        params=trained_params(trial),  # what the model was built from (a quick lead's epochs are its budget)
         trial={
             "val_loss": trial.value,
             "val_accuracy": _peak_accuracy(trial),
@@ -395,7 +396,7 @@ def _train(job: _Job, *, on_epoch: Callable[[EpochProgress], None] | None) -> tu
     # The schedule spans the trial's whole epoch budget over this (larger) training set, and the job
     # trains the trial's best epoch count of it: the same learning rate at every epoch as in the search.
     model, _ = rebuild_model(
-        trial.params,
+        trained_params(trial),
         input_dim=final.tuning.input_dim,
         n_classes=final.tuning.n_classes,
         n_samples=len(x),

@@ -61,12 +61,14 @@ def build_model(
     training: TrainingSpec,
     family: str = "mlp",
     image_shape: tuple[int, int, int] | None = None,
+    epoch_budget: int | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """Suggest a configuration and return the compiled model with the parameters it was built from.
+    """Suggest a configuration and return the compiled model with the parameters it trains with.
 
     ``n_samples`` is the size of one training epoch: the learning-rate schedule spans the trial's
-    whole epoch budget, counted in optimizer steps. ``family`` chooses the network (studyfile.FAMILIES);
-    a CNN also needs the (height, width, channels) its input rows were flattened from.
+    whole epoch budget, counted in optimizer steps; ``epoch_budget`` cuts that budget (and the
+    returned ``epochs``) below the trial's ``epochs`` parameter. ``family`` chooses the network
+    (studyfile.FAMILIES); a CNN also needs the (height, width, channels) its input rows were flattened from.
     """
     import keras
 
@@ -78,6 +80,8 @@ def build_model(
     else:
         params = suggest_hyperparameters(trial, space)
         model = _mlp(params, input_dim=input_dim, n_classes=n_classes)
+    if epoch_budget is not None:
+        params["epochs"] = min(epoch_budget, params["epochs"])
     steps_per_epoch = math.ceil(n_samples / params["batch_size"])
     model.compile(
         optimizer=_optimizer(params, learning_rate_schedule(params, steps_per_epoch=steps_per_epoch)),

@@ -11,7 +11,7 @@ from tuner.data import TuningData
 from tuner.errors import TrialError
 from tuner.model import build_model
 from tuner.provenance import TRIAL_SEED_ATTR, trial_seed
-from tuner.records import PORTFOLIO_ATTR
+from tuner.records import PORTFOLIO_ATTR, epoch_budget
 from tuner.studyfile import StudySpec
 
 __all__ = ["Objective"]
@@ -69,6 +69,7 @@ class Objective:
             training=self.spec.training,
             family=self.spec.family,
             image_shape=self.data.image_shape,
+            epoch_budget=epoch_budget(trial.user_attrs),
         )
         trial.set_user_attr("n_params", int(model.count_params()))
         # The portfolio's configurations are the study's reference points: they always train to the end.

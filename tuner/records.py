@@ -7,17 +7,32 @@ here, so a record is spelled once. Importing this module is cheap: no TensorFlow
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["EPOCH_LOG_ATTR", "DIVERGED_ATTR", "PORTFOLIO_ATTR", "BASELINE_ATTR", "EpochRecord", "epoch_log", "peak_accuracy"]
+__all__ = [
+    "EPOCH_LOG_ATTR",
+    "DIVERGED_ATTR",
+    "PORTFOLIO_ATTR",
+    "BASELINE_ATTR",
+    "EPOCH_BUDGET_ATTR",
+    "EpochRecord",
+    "epoch_budget",
+    "epoch_log",
+    "peak_accuracy",
+    "trained_params",
+]
 
 EPOCH_LOG_ATTR = "epoch_log"  # one entry per finished epoch, written as the epoch ends
 DIVERGED_ATTR = "diverged"  # why a pruned trial's training diverged (NaN or infinite loss)
 PORTFOLIO_ATTR = "portfolio"  # the portfolio configuration a trial runs (tuner.search.PORTFOLIO)
 BASELINE_ATTR = "baseline"  # true for the tutorial's baseline configurations
+# Epochs a trial trains, its schedule annealed over them, when fewer than its ``epochs`` parameter (set
+# when it is queued: the portfolio's quick lead); ``trained_params`` is what it trained.
+EPOCH_BUDGET_ATTR = "epoch_budget"
 
 
 @dataclass(frozen=True)
@@ -60,3 +75,21 @@ def peak_accuracy(trial: FrozenTrial) -> EpochRecord | None:
     """The trial's epoch of highest validation accuracy (the earliest, if several tie); None without an epoch log."""
     scored = [record for record in epoch_log(trial) if math.isfinite(record.val_accuracy)]
     return max(scored, key=lambda record: (record.val_accuracy, -record.epoch)) if scored else None
+
+
+def epoch_budget(user_attrs: Mapping[str, Any]) -> int | None:
+    """The shorter epoch budget a trial was queued with (``EPOCH_BUDGET_ATTR``), else None."""
+    budget = user_attrs.get(EPOCH_BUDGET_ATTR)
+    return budget if isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1 else None
+
+
+def trained_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The configuration the trial trained: its parameters, with ``epochs`` cut to its epoch budget if it had one.
+
+    The final training job rebuilds a trial from these, so that its schedule spans what the trial's did.
+    """
+    params = dict(trial.params)
+    budget = epoch_budget(trial.user_attrs)
+    if budget is not None and "epochs" in params:
+        params["epochs"] = min(budget, int(params["epochs"]))
+    return params

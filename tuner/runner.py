@@ -18,9 +18,9 @@ from tuner.data import TuningData, load_tuning_data
 from tuner.errors import StorageError, StudyNotFoundError
 from tuner.model import check_space_fits_data
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance
-from tuner.records import BASELINE_ATTR, PORTFOLIO_ATTR
+from tuner.records import BASELINE_ATTR, EPOCH_BUDGET_ATTR, PORTFOLIO_ATTR
 from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, summarize
-from tuner.search import TrialSeededSampler, baseline_params, make_pruner, portfolio_params
+from tuner.search import PortfolioEntry, TrialSeededSampler, baseline_params, make_pruner, portfolio_params
 from tuner.storage import database_message, is_connection_error, open_storage
 from tuner.storageurl import describe_storage, storage_location
 from tuner.warmstart import WarmStart, enqueue_warm_start
@@ -128,7 +128,8 @@ def _queue_first_trials(study: optuna.Study, config: RunConfig) -> _Queued:
         )
     portfolio = baselines = 0
     if config.portfolio:
-        portfolio = _enqueue(study, [(params, {PORTFOLIO_ATTR: entry.name}) for entry, params in portfolio_params(spec)], config.n_trials)
+        queued = [(params, _portfolio_attributes(entry, spec.max_epochs)) for entry, params in portfolio_params(spec)]
+        portfolio = _enqueue(study, queued, config.n_trials)
     if config.baselines:
         baselines = _enqueue(study, [(params, {BASELINE_ATTR: True}) for params in baseline_params(spec)], config.n_trials)
     return _Queued(warm=warm, portfolio=portfolio, baselines=baselines)
@@ -183,6 +184,11 @@ def _provenance(config: RunConfig, data: TuningData) -> StudyProvenance:
         grace_period=config.grace_period,
         family=spec.family,
     )
+
+
+def _portfolio_attributes(entry: PortfolioEntry, max_epochs: int) -> dict[str, Any]:
+    budget = entry.epoch_budget(max_epochs)
+    return {PORTFOLIO_ATTR: entry.name} if budget is None else {PORTFOLIO_ATTR: entry.name, EPOCH_BUDGET_ATTR: budget}
 
 
 def _enqueue(study: optuna.Study, configurations: Sequence[tuple[dict[str, Any], dict[str, Any]]], n_trials: int) -> int:
