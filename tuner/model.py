@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tuner.records import within_epoch_budget
 from tuner.studyfile import OPEN_SPACES, TRAINING_PARAMETERS, Choice, FloatRange, IntRange, ParamSpec, TrainingSpec
 
 if TYPE_CHECKING:
@@ -80,8 +81,7 @@ def build_model(
     else:
         params = suggest_hyperparameters(trial, space)
         model = _mlp(params, input_dim=input_dim, n_classes=n_classes)
-    if epoch_budget is not None:
-        params["epochs"] = min(epoch_budget, params["epochs"])
+    params = within_epoch_budget(params, epoch_budget)
     steps_per_epoch = math.ceil(n_samples / params["batch_size"])
     model.compile(
         optimizer=_optimizer(params, learning_rate_schedule(params, steps_per_epoch=steps_per_epoch)),

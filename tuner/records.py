@@ -24,6 +24,7 @@ __all__ = [
     "epoch_log",
     "peak_accuracy",
     "trained_params",
+    "within_epoch_budget",
 ]
 
 EPOCH_LOG_ATTR = "epoch_log"  # one entry per finished epoch, written as the epoch ends
@@ -88,8 +89,12 @@ def trained_params(trial: FrozenTrial) -> dict[str, Any]:
 
     The final training job rebuilds a trial from these, so that its schedule spans what the trial's did.
     """
-    params = dict(trial.params)
-    budget = epoch_budget(trial.user_attrs)
-    if budget is not None and "epochs" in params:
-        params["epochs"] = min(budget, int(params["epochs"]))
-    return params
+    return within_epoch_budget(trial.params, epoch_budget(trial.user_attrs))
+
+
+def within_epoch_budget(params: Mapping[str, Any], budget: int | None) -> dict[str, Any]:
+    """``params`` with ``epochs`` cut to ``budget``; a budget never adds epochs, and None changes nothing."""
+    cut = dict(params)
+    if budget is not None and "epochs" in cut:
+        cut["epochs"] = min(budget, int(cut["epochs"]))
+    return cut
