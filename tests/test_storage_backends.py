@@ -146,6 +146,10 @@ class _Proxy:
     def cut(self) -> None:
         with self.lock:
             assert self.listener is not None, "restore() opened it"
+            # Shut down first: a close() alone leaves the socket listening while the accept thread is
+            # blocked in accept() on it (Linux), so restore() could not bind the port again.
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)
             self.listener.close()
             for sock in self.sockets:
                 with contextlib.suppress(OSError):
