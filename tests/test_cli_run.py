@@ -79,6 +79,27 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
 
 
 @pytest.mark.slow
+def test_the_lead_on_its_shorter_schedule_sets_no_successive_halving_bar(cli, tmp_path, sqlite_url):
+    study_file = tmp_path / "halving.toml"
+    pruner = 'kind = "successive_halving"\nmin_resource = 1\nreduction_factor = 3'
+    study_file.write_text(
+        TINY_STUDY.replace('kind = "median"\nn_startup_trials = 2\nn_warmup_steps = 0', pruner).replace(
+            "epochs = { low = 2, high = 3 }", "epochs = 3"
+        )
+    )
+    args = ("--trials", 2, "--study-file", study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
+    assert invoke(cli, "run", *args).exit_code == 0
+    lead, full = _trials(sqlite_url)
+
+    def rungs(trial):
+        return sorted(key for key in trial.system_attrs if key.startswith("completed_rung_"))
+
+    assert lead.user_attrs[EPOCH_BUDGET_ATTR] == 1 and list(lead.intermediate_values) == [1]  # reported, for its curve
+    assert rungs(lead) == []  # but annealed within one epoch: no rung compares the others with it
+    assert EPOCH_BUDGET_ATTR not in full.user_attrs and rungs(full) == ["completed_rung_0", "completed_rung_1"]
+
+
+@pytest.mark.slow
 def test_resume_stops_at_the_total(cli, tiny_study_file, sqlite_url):
     args = ("--study-file", tiny_study_file, "--storage", sqlite_url, "--data", MNIST_SMALL, "--no-baselines")
     assert invoke(cli, "run", "--trials", 3, *args).exit_code == 0

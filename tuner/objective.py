@@ -60,6 +60,7 @@ class Objective:
         seed = trial_seed(self.seed, trial.number)
         trial.set_user_attr(TRIAL_SEED_ATTR, seed)  # export-best trains the final model with this very seed
         keras.utils.set_random_seed(seed)
+        budget = epoch_budget(trial.user_attrs)
         model, params = build_model(
             trial,
             self.spec.space,
@@ -69,11 +70,17 @@ class Objective:
             training=self.spec.training,
             family=self.spec.family,
             image_shape=self.data.image_shape,
-            epoch_budget=epoch_budget(trial.user_attrs),
+            epoch_budget=budget,
         )
         trial.set_user_attr("n_params", int(model.count_params()))
         # The portfolio's configurations are the study's reference points: they always train to the end.
-        monitor = EpochMonitor(trial, patience=self.spec.training.patience, prune=PORTFOLIO_ATTR not in trial.user_attrs)
+        # One trained on a cut budget anneals sooner, so its epochs are not on the pruner's scale.
+        monitor = EpochMonitor(
+            trial,
+            patience=self.spec.training.patience,
+            prune=PORTFOLIO_ATTR not in trial.user_attrs,
+            sets_bar=params["epochs"] == trial.params.get("epochs", params["epochs"]),
+        )
         started = time.perf_counter()
         try:
             model.fit(

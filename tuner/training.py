@@ -36,15 +36,28 @@ class EpochMonitor(keras.callbacks.Callback):
     value, so the sampler learns to avoid the region (a failed trial would teach it nothing); the reason
     is kept in ``DIVERGED_ATTR``. Training stops early after ``patience`` epochs without improvement.
     ``prune=False`` (the portfolio's configurations) reports every epoch and lets the pruner record it
-    (a successive-halving rung compares later trials with it) but is never pruned.
+    (a successive-halving rung compares later trials with it) but is never pruned. ``sets_bar=False``
+    (a trial on a shorter schedule than the study's) reports every epoch but never asks the pruner, so
+    no rung holds its values: at epoch 9 of a 10-epoch schedule its learning rate has all but annealed,
+    where a trial of the full budget is a third of the way through, and it would set a bar no
+    full-budget trial could meet at that epoch.
     """
 
-    def __init__(self, trial: optuna.Trial | None = None, *, patience: int = 0, metric: str = OBJECTIVE_METRIC, prune: bool = True) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial | None = None,
+        *,
+        patience: int = 0,
+        metric: str = OBJECTIVE_METRIC,
+        prune: bool = True,
+        sets_bar: bool = True,
+    ) -> None:
         super().__init__()
         self.trial = trial
         self.patience = patience
         self.metric = metric
         self.prune = prune
+        self.sets_bar = sets_bar
         self.best_loss: float | None = None
         self.best_accuracy: float | None = None
         self.best_epoch = 0
@@ -78,8 +91,8 @@ class EpochMonitor(keras.callbacks.Callback):
             self.log.append(EpochRecord(epoch=step, time=time.time(), val_loss=loss, val_accuracy=accuracy))
             self.trial.set_user_attr(EPOCH_LOG_ATTR, [record.to_dict() for record in self.log])
             self.trial.report(loss, step=step)
-            # Always asked, so that a trial that may not be pruned still sets the bar at each rung.
-            if self.trial.should_prune() and self.prune:
+            # Asked even when the trial may not be pruned, so that it still sets the bar at each rung.
+            if self.sets_bar and self.trial.should_prune() and self.prune:
                 raise optuna.TrialPruned(f"pruned after epoch {step} (validation loss {loss:.4f})")
         if self.patience and step - self.best_epoch >= self.patience:
             self.model.stop_training = True
