@@ -40,7 +40,8 @@ class EpochMonitor(keras.callbacks.Callback):
     (a trial on a shorter schedule than the study's) reports every epoch but never asks the pruner, so
     no rung holds its values: at epoch 9 of a 10-epoch schedule its learning rate has all but annealed,
     where a trial of the full budget is a third of the way through, and it would set a bar no
-    full-budget trial could meet at that epoch.
+    full-budget trial could meet at that epoch. (The median pruner reads every completed trial's reports,
+    not the rungs, so it still counts such a trial: one value among the completed trials' at each step.)
     """
 
     def __init__(
