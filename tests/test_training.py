@@ -1,4 +1,5 @@
-"""The epoch monitor's contract with the pruner: which trials set a successive-halving rung's bar."""
+"""The epoch monitor's contract with the pruner, and the pruner's rungs: which trials set a rung's bar,
+and at which epochs a rung judges a trial."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
+from tuner.records import EPOCH_BUDGET_ATTR
+from tuner.search import BudgetedHalvingPruner, BudgetedHyperbandPruner, decides_at, make_pruner
+from tuner.studyfile import PrunerSpec
 from tuner.training import EpochMonitor
 
 
@@ -44,3 +48,65 @@ def test_a_portfolio_trial_sets_the_bar_without_being_pruned(study):
     assert _rungs(reference) == {"completed_rung_0", "completed_rung_1"}
     with pytest.raises(optuna.TrialPruned):
         _train(study, [0.5, 0.3, 0.2])  # worse than the reference at epoch 3's rung
+
+
+def _trial_at(step: int, *, epochs: int, budget: int | None = None) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        params={"epochs": epochs},
+        distributions={"epochs": optuna.distributions.IntDistribution(1, 100)},
+        intermediate_values={s: 0.1 for s in range(1, step + 1)},
+        user_attrs={} if budget is None else {EPOCH_BUDGET_ATTR: budget},
+        state=optuna.trial.TrialState.RUNNING,
+    )
+
+
+def test_rungs_judge_only_where_a_promoted_trial_goes_on_for_the_reduction_factor_within_its_budget():
+    assert [s for s in range(1, 31) if decides_at(_trial_at(s, epochs=30), reduction_factor=3)] == list(range(1, 11))
+    assert [s for s in (1, 3, 9) if decides_at(_trial_at(s, epochs=15), reduction_factor=3)] == [1, 3]
+    assert [s for s in (1, 3, 9) if decides_at(_trial_at(s, epochs=30, budget=10), reduction_factor=3)] == [1, 3]
+    assert [s for s in (1, 4, 16) if decides_at(_trial_at(s, epochs=30), reduction_factor=4)] == [1, 4]
+
+
+@pytest.mark.parametrize(
+    ("kind", "pruner_class", "optuna_class"),
+    [
+        ("successive_halving", BudgetedHalvingPruner, optuna.pruners.SuccessiveHalvingPruner),
+        ("hyperband", BudgetedHyperbandPruner, optuna.pruners.HyperbandPruner),
+    ],
+)
+def test_the_halving_pruners_ask_their_rungs_only_where_a_rung_may_judge(kind, pruner_class, optuna_class, monkeypatch):
+    asked: list[int] = []
+
+    def always_prune(self, study, trial):
+        asked.append(trial.last_step)
+        return True
+
+    monkeypatch.setattr(optuna_class, "prune", always_prune)
+    pruner = make_pruner(PrunerSpec(kind=kind, min_resource=1, reduction_factor=3), max_epochs=30)
+    assert isinstance(pruner, pruner_class)
+    study = optuna.create_study()
+    assert [step for step in (1, 3, 9, 10, 11, 27, 30) if pruner.prune(study, _trial_at(step, epochs=30))] == [1, 3, 9, 10]
+    assert asked == [1, 3, 9, 10]
+
+
+def test_successive_halving_lets_a_trial_behind_at_epoch_27_finish_where_optunas_would_prune_it():
+    pruner = make_pruner(PrunerSpec(kind="successive_halving", min_resource=1, reduction_factor=3), max_epochs=30)
+    plain = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    study = optuna.create_study(pruner=pruner)
+    # A reference that set its value at every rung, epoch 27's included (as Optuna's own halving records it).
+    reference = study.ask({"epochs": optuna.distributions.IntDistribution(30, 30)})
+    for step in range(1, 31):
+        reference.report(0.1, step)
+        plain.prune(study, study.trials[reference.number])
+    study.tell(reference, 0.1)
+    # A trial ahead of it up to epoch 26, then behind it at 27: Optuna's halving would prune it there.
+    late = study.ask({"epochs": optuna.distributions.IntDistribution(30, 30)})
+    for step in range(1, 27):
+        late.report(0.05, step)
+        assert not late.should_prune()
+    late.report(0.5, 27)
+    assert plain.prune(study, study.trials[late.number])
+    assert not late.should_prune()  # three annealed epochs left: it finishes
+    behind = study.ask({"epochs": optuna.distributions.IntDistribution(30, 30)})
+    behind.report(0.5, 1)
+    assert behind.should_prune()  # the rungs below still judge
