@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.helpers import MNIST_SMALL, invoke
 from tuner import config
-from tuner.config import MAX_DEFAULT_WORKERS, WORKER_MEMORY_BYTES, default_workers, resolve_run_config
+from tuner.config import DEFAULT_TRIALS, MAX_DEFAULT_WORKERS, WORKER_MEMORY_BYTES, default_workers, resolve_run_config
+from tuner.workers import _worker_environment
 
 GIB = 1 << 30
 
@@ -45,3 +48,26 @@ def test_tuner_run_starts_the_default_workers_with_one_thread_each(cli, tmp_path
     if workers > 1:
         assert f"{workers} worker processes, {max(1, config.usable_cpus() // workers)} TensorFlow threads each" in result.stderr
     assert "3/3 finished" in result.stdout
+
+
+def test_a_timeout_without_a_trial_count_sets_no_count_as_optunas_optimize_does():
+    assert resolve_run_config().n_trials == DEFAULT_TRIALS
+    assert resolve_run_config(timeout=60).n_trials is None
+    assert resolve_run_config(timeout=60, n_trials=5).n_trials == 5
+
+
+def test_workers_of_a_run_without_a_count_get_none_and_the_timeout(monkeypatch):
+    monkeypatch.setenv("TUNER_TRIALS", "7")  # the parent's own environment must not leak a count into its workers
+    env = _worker_environment(resolve_run_config(timeout=60), threads=1)
+    assert "TUNER_TRIALS" not in env and env["TUNER_TIMEOUT"] == "60"
+    assert _worker_environment(resolve_run_config(n_trials=9), threads=1)["TUNER_TRIALS"] == "9"
+
+
+@pytest.mark.slow
+def test_tuner_run_with_only_a_timeout_runs_trials_until_the_timeout(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study_file = tmp_path / "fast.toml"
+    study_file.write_text('[study]\nname = "timed"\nportfolio = false\nbaselines = false\n[space]\nn_layers = 0\nepochs = 1\n')
+    result = invoke(cli, "run", "--timeout", 4, "--study-file", study_file, "--data", MNIST_SMALL)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"study timed: [1-9]\d*/\? finished", result.stdout), result.stdout

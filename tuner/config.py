@@ -15,11 +15,13 @@ from tuner.errors import ConfigError
 from tuner.storageurl import DEFAULT_STORAGE
 from tuner.studyfile import MAX_SEED, MAX_STUDY_NAME, StudySpec, default_study_file, is_valid_study_name, load_study_file
 
-__all__ = ["RunConfig", "resolve_run_config", "resolve_study_file", "default_workers", "usable_cpus"]
+__all__ = ["DEFAULT_TRIALS", "RunConfig", "resolve_run_config", "resolve_study_file", "default_workers", "usable_cpus"]
 
 # A worker's resident memory on full MNIST (TensorFlow, the data, a 2 x 1024 model) stays under this.
 WORKER_MEMORY_BYTES = 2 << 30
 MAX_DEFAULT_WORKERS = 8
+# Finished trials a run aims for when it is given neither a count nor a timeout.
+DEFAULT_TRIALS = 100
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class RunConfig:
     study_name: str
     storage_url: str
     data_path: str | None
-    n_trials: int
+    n_trials: int | None  # None: no count, the timeout ends the run (as Optuna's optimize(timeout=...))
     timeout: float | None
     seed: int
     baselines: bool
@@ -86,7 +88,8 @@ def resolve_run_config(
         study_name: default the study file's name.
         storage_url: SQLAlchemy URL of the study database (default ``DEFAULT_STORAGE``).
         data_path: the data to tune on (default: the study's dataset, downloaded).
-        n_trials: finished trials the study should hold in total (default 100).
+        n_trials: finished trials the study should hold in total (default ``DEFAULT_TRIALS``; with a
+            timeout and no count, none: the run goes on until the timeout).
         timeout, seed, baselines, portfolio, threads, workers, heartbeat_interval, grace_period,
         reconnect_timeout, warm_start_from, warm_start_storage, warm_start_top, until_converged:
             as the ``tuner run`` options of the same names; None takes the study file's or the default.
@@ -99,7 +102,7 @@ def resolve_run_config(
         result = run_study(config=config)
     """
     spec = resolve_study_file(study_file)
-    total = 100 if n_trials is None else n_trials
+    total = n_trials if n_trials is not None or timeout is not None else DEFAULT_TRIALS
     _check_run_size(spec, n_trials=n_trials, timeout=timeout, seed=seed, threads=threads, workers=workers)
     heartbeat = RunConfig.heartbeat_interval if heartbeat_interval is None else heartbeat_interval
     grace = max(RunConfig.grace_period, 3 * heartbeat) if grace_period is None else grace_period
@@ -148,7 +151,8 @@ def _check_run_size(
         raise ConfigError(f"--trials must be at least 1, got {n_trials}")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"--timeout must be positive, got {timeout}")
-    total = 100 if n_trials is None else n_trials
+    # Every trial's seed is the study's plus its number: leave room for the trials asked for (or the default count).
+    total = DEFAULT_TRIALS if n_trials is None else n_trials
     if seed is not None and not 0 <= seed <= MAX_SEED - total:
         raise ConfigError(f"--seed must be between 0 and {MAX_SEED - total} (2**32 - 1 minus --trials {total}), got {seed}")
     if seed is None and spec.sampler.seed > MAX_SEED - total:

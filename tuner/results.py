@@ -14,7 +14,7 @@ from tuner.records import DIVERGED_ATTR
 from tuner.storageurl import describe_storage
 from tuner.trials import FINISHED_STATES, best_by_value, state_counts
 
-__all__ = ["TrialOutcome", "TrialEnded", "RunStart", "RunResult", "Tally", "summarize", "best_outcome"]
+__all__ = ["TrialOutcome", "TrialEnded", "RunStart", "RunResult", "Tally", "short_of", "summarize", "best_outcome"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class RunStart:
     study_name: str
     storage: str
     data_source: str
-    n_target: int
+    n_target: int | None  # None: no count, a timeout ends the run
     n_finished_before: int
     n_portfolio_enqueued: int
     n_baselines_enqueued: int
@@ -71,7 +71,7 @@ class RunStart:
 class RunResult:
     study_name: str
     storage: str
-    n_target: int
+    n_target: int | None
     counts: dict[str, int]
     best: TrialOutcome | None
     new_trials: int
@@ -108,11 +108,16 @@ class Tally:
         )
 
 
+def short_of(target: int | None, count: int) -> bool:
+    """Whether ``count`` trials fall short of a run's ``target`` (None: no count to reach)."""
+    return target is None or count < target
+
+
 def summarize(
     study: optuna.Study,
     storage_url: str,
     *,
-    n_target: int,
+    n_target: int | None,
     new_trials: int = 0,
     wall_seconds: float = 0.0,
     outcomes: list[TrialOutcome] | None = None,

@@ -19,7 +19,7 @@ from tuner.errors import StorageError, StudyNotFoundError
 from tuner.model import check_space_fits_data
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance
 from tuner.records import BASELINE_ATTR, EPOCH_BUDGET_ATTR, PORTFOLIO_ATTR
-from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, summarize
+from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, short_of, summarize
 from tuner.search import PortfolioEntry, TrialSeededSampler, baseline_params, make_pruner, portfolio_params
 from tuner.storage import database_message, is_connection_error, open_storage
 from tuner.storageurl import describe_storage, storage_location
@@ -124,7 +124,7 @@ def _queue_first_trials(study: optuna.Study, config: RunConfig) -> _Queued:
             space=spec.space,
             source_storage_url=config.warm_start_storage or config.storage_url,
             source_study_name=config.warm_start_from,
-            top_k=min(config.warm_start_top, config.n_trials),
+            top_k=config.warm_start_top if config.n_trials is None else min(config.warm_start_top, config.n_trials),
         )
     portfolio = baselines = 0
     if config.portfolio:
@@ -191,10 +191,11 @@ def _portfolio_attributes(entry: PortfolioEntry, max_epochs: int) -> dict[str, A
     return {PORTFOLIO_ATTR: entry.name} if budget is None else {PORTFOLIO_ATTR: entry.name, EPOCH_BUDGET_ATTR: budget}
 
 
-def _enqueue(study: optuna.Study, configurations: Sequence[tuple[dict[str, Any], dict[str, Any]]], n_trials: int) -> int:
+def _enqueue(study: optuna.Study, configurations: Sequence[tuple[dict[str, Any], dict[str, Any]]], n_trials: int | None) -> int:
     """Enqueue (params, user attributes) pairs while the study's total allows; returns how many were added."""
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    for params, attributes in configurations[: max(0, n_trials - waiting)]:
+    room = len(configurations) if n_trials is None else max(0, n_trials - waiting)
+    for params, attributes in configurations[:room]:
         study.enqueue_trial(params, user_attrs=attributes, skip_if_exists=True)  # a warm start may hold it already
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - waiting
 
@@ -254,7 +255,7 @@ def run_study(
             converged.append(estimate)
             study.stop()
 
-    if prepared.start.n_finished_before < config.n_trials:
+    if short_of(config.n_trials, prepared.start.n_finished_before):
         if config.threads:
             from tuner.training import configure_threads
 
@@ -302,7 +303,7 @@ def _work(
             time.sleep(min(5, config.heartbeat_interval))
 
 
-def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, after_trial) -> str:
+def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int | None, after_trial) -> str:
     started: list[optuna.Trial] = []
     interrupted: list[bool] = []
 
@@ -320,9 +321,9 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int, 
     with lock:
         fail_stale_trials(study, lock.storage)  # a dead worker's trial: FAIL, and its retry is queued
         tally = Tally.of(study.get_trials(deepcopy=False))
-        if tally.finished >= n_trials:
+        if not short_of(n_trials, tally.finished):
             return _DONE
-        if tally.taken >= n_trials:
+        if not short_of(n_trials, tally.taken):
             return _WAIT  # the last trials run elsewhere; stay to retry one if its worker dies
         try:
             study.optimize(run_unlocked, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)

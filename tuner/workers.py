@@ -24,7 +24,7 @@ from typing import IO
 
 from tuner.config import RunConfig, usable_cpus
 from tuner.errors import ConfigError, DataError, ExportError, StorageError, TunerError
-from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, summarize
+from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, short_of, summarize
 from tuner.runner import prepare_study, run_study
 from tuner.storage import is_connection_error
 
@@ -78,11 +78,11 @@ def run_workers(
         on_start(prepared.start)
     finished_before = prepared.start.n_finished_before
     with tempfile.TemporaryDirectory(prefix="tuner-workers-") as logs:
-        if has_lead_trial(prepared.start, workers=config.workers) and finished_before < config.n_trials:
+        if has_lead_trial(prepared.start, workers=config.workers) and short_of(config.n_trials, finished_before):
             _train_lead_trial(config, n_finished=finished_before, on_progress=on_progress)
         remaining = None if config.timeout is None else config.timeout - (time.perf_counter() - started)
         finished = Tally.of(study.get_trials(deepcopy=False)).finished
-        if finished < config.n_trials and (remaining is None or remaining > 0):
+        if short_of(config.n_trials, finished) and (remaining is None or remaining > 0):
             threads = threads_per_worker(workers=config.workers, threads=config.threads)
             rest = replace(config, timeout=remaining)
             workers = [_Worker.start(rest, index, threads, Path(logs)) for index in range(config.workers)]
@@ -163,13 +163,12 @@ class _Worker:
 def _worker_environment(config: RunConfig, threads: int) -> dict[str, str]:
     """The settings travel in TUNER_* variables, never as arguments: ``ps`` shows arguments, and the storage URL may hold a password."""
     env = dict(os.environ)
-    for name in ("TUNER_DATA", "TUNER_TIMEOUT"):
+    for name in ("TUNER_DATA", "TUNER_TIMEOUT", "TUNER_TRIALS"):
         env.pop(name, None)
     env.update(
         TUNER_STORAGE=config.storage_url,
         TUNER_STUDY=config.study_name,
         TUNER_STUDY_FILE=config.spec.source,
-        TUNER_TRIALS=str(config.n_trials),
         TUNER_SEED=str(config.seed),
         TUNER_THREADS=str(threads),
         TUNER_WORKERS="1",
@@ -178,6 +177,8 @@ def _worker_environment(config: RunConfig, threads: int) -> dict[str, str]:
         TUNER_RECONNECT_TIMEOUT=str(config.reconnect_timeout),
         TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "3"),
     )
+    if config.n_trials is not None:
+        env["TUNER_TRIALS"] = str(config.n_trials)
     if config.data_path is not None:
         env["TUNER_DATA"] = config.data_path
     if config.timeout is not None:

@@ -25,7 +25,13 @@ __all__ = ["run"]
 
 
 @click.command()
-@click.option("--trials", "n_trials", type=int, envvar="TUNER_TRIALS", help="Finished trials the study should hold in total [default 100].")
+@click.option(
+    "--trials",
+    "n_trials",
+    type=int,
+    envvar="TUNER_TRIALS",
+    help="Finished trials the study should hold in total [default 100; none with --timeout].",
+)
 @click.option("--timeout", type=float, envvar="TUNER_TIMEOUT", metavar="SECONDS", help="Stop starting new trials after this many seconds.")
 @study_option
 @storage_option
@@ -160,7 +166,7 @@ def run(
         display.stop()
         what = "the running trial was" if config.workers == 1 else "every worker stopped; their running trials were"
         click.echo(
-            f"Interrupted: {what} recorded as failed and queued again. Resume with: tuner run --trials {config.n_trials}"
+            f"Interrupted: {what} recorded as failed and queued again. Resume with: tuner run {_how_long(config)}"
             f" --study {config.study_name!r} --storage {mask_url(config.storage_url)!r}",
             err=True,
         )
@@ -202,7 +208,7 @@ class _RunDisplay:
         if start.n_baselines_enqueued:
             console.print(f"enqueued {start.n_baselines_enqueued} tutorial baselines")
         if start.n_finished_before:
-            console.print(f"resuming: {start.n_finished_before} of {start.n_target} trials already finished")
+            console.print(f"resuming: {start.n_finished_before} of {_target_label(start.n_target)} trials already finished")
         if config.workers > 1:
             from tuner.workers import has_lead_trial, lead_threads, threads_per_worker
 
@@ -211,11 +217,11 @@ class _RunDisplay:
                 console.print(f"the first trial trains alone with {lead_threads(config.threads)} TensorFlow threads, then:")
             console.print(f"{config.workers} worker processes, {threads} TensorFlow threads each")
         self.progress.start()
-        completed = min(start.n_finished_before, start.n_target)
+        completed = _capped(start.n_finished_before, start.n_target)
         self.task = self.progress.add_task("trials", total=start.n_target, completed=completed, best="", gain="")
 
     def on_trial_end(self, ended: TrialEnded) -> None:
-        self._update(completed=min(ended.n_finished, self.config.n_trials), best=_best_label(ended.best))
+        self._update(completed=_capped(ended.n_finished, self.config.n_trials), best=_best_label(ended.best))
         if self.verbose and ended.outcome.reason:
             self.progress.console.print(f"trial {ended.outcome.number} {ended.outcome.state.lower()}: {ended.outcome.reason}")
 
@@ -223,7 +229,7 @@ class _RunDisplay:
         self._update(gain=estimate.describe())
 
     def on_progress(self, state: WorkersProgress) -> None:
-        self._update(completed=min(state.n_finished, self.config.n_trials), best=_best_label(state.best))
+        self._update(completed=_capped(state.n_finished, self.config.n_trials), best=_best_label(state.best))
 
     def stop(self) -> None:
         self.progress.stop()
@@ -233,6 +239,20 @@ class _RunDisplay:
             self.progress.update(self.task, **fields)
 
 
+def _how_long(config: RunConfig) -> str:
+    if config.n_trials is not None:
+        return f"--trials {config.n_trials}"
+    return f"--timeout {config.timeout:g}" if config.timeout is not None else ""
+
+
+def _capped(count: int, target: int | None) -> int:
+    return count if target is None else min(count, target)
+
+
+def _target_label(target: int | None) -> str:
+    return "?" if target is None else str(target)
+
+
 def _best_label(best) -> str:
     return f"best {best.value:.4f} (acc {best.val_accuracy:.4f}, #{best.number})" if best and best.val_accuracy is not None else ""
 
@@ -240,7 +260,7 @@ def _best_label(best) -> str:
 def _print_summary(result) -> None:
     out = output_console()
     counts = result.counts
-    table = Table(title=f"study {result.study_name}: {result.n_finished}/{result.n_target} finished", show_header=True)
+    table = Table(title=f"study {result.study_name}: {result.n_finished}/{_target_label(result.n_target)} finished", show_header=True)
     for column in ("complete", "pruned", "failed", "running", "new this run", "wall time"):
         table.add_column(column, justify="right")
     table.add_row(
