@@ -14,7 +14,7 @@ from tuner.records import DIVERGED_ATTR
 from tuner.storageurl import describe_storage
 from tuner.trials import FINISHED_STATES, best_by_value, state_counts
 
-__all__ = ["TrialOutcome", "TrialEnded", "RunStart", "RunResult", "Tally", "short_of", "summarize", "best_outcome"]
+__all__ = ["TrialOutcome", "TrialEnded", "RunStart", "RunResult", "Tally", "short_of", "up_to_target", "summarize", "best_outcome"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,11 @@ class Tally:
 def short_of(target: int | None, count: int) -> bool:
     """Whether ``count`` trials fall short of a run's ``target`` (None: no count to reach)."""
     return target is None or count < target
+
+
+def up_to_target(count: int, target: int | None) -> int:
+    """``count``, at most a run's ``target`` (None: no count to reach)."""
+    return count if target is None else min(count, target)
 
 
 def summarize(

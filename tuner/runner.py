@@ -19,7 +19,7 @@ from tuner.errors import StorageError, StudyNotFoundError
 from tuner.model import check_space_fits_data
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance
 from tuner.records import BASELINE_ATTR, EPOCH_BUDGET_ATTR, PORTFOLIO_ATTR
-from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, short_of, summarize
+from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, short_of, summarize, up_to_target
 from tuner.search import PortfolioEntry, TrialSeededSampler, baseline_params, make_pruner, portfolio_params
 from tuner.storage import database_message, is_connection_error, open_storage
 from tuner.storageurl import describe_storage, storage_location
@@ -124,7 +124,7 @@ def _queue_first_trials(study: optuna.Study, config: RunConfig) -> _Queued:
             space=spec.space,
             source_storage_url=config.warm_start_storage or config.storage_url,
             source_study_name=config.warm_start_from,
-            top_k=config.warm_start_top if config.n_trials is None else min(config.warm_start_top, config.n_trials),
+            top_k=up_to_target(config.warm_start_top, config.n_trials),
         )
     portfolio = baselines = 0
     if config.portfolio:
@@ -207,7 +207,8 @@ def run_study(
     on_trial_end: Callable[[TrialEnded], None] | None = None,
     on_convergence: Callable[[Convergence], None] | None = None,
 ) -> RunResult:
-    """Create, join or resume the study and run trials until it holds ``config.n_trials`` finished trials.
+    """Create, join or resume the study and run trials until it holds ``config.n_trials`` finished trials
+    (None: until ``config.timeout``).
 
     Any number of processes may run this on one study at once (see ``StudyLock``): each takes a new
     trial only while fewer than ``n_trials`` are finished or running. Once the others hold the last

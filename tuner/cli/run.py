@@ -217,11 +217,11 @@ class _RunDisplay:
                 console.print(f"the first trial trains alone with {lead_threads(config.threads)} TensorFlow threads, then:")
             console.print(f"{config.workers} worker processes, {threads} TensorFlow threads each")
         self.progress.start()
-        completed = _capped(start.n_finished_before, start.n_target)
+        completed = self._completed(start.n_finished_before)
         self.task = self.progress.add_task("trials", total=start.n_target, completed=completed, best="", gain="")
 
     def on_trial_end(self, ended: TrialEnded) -> None:
-        self._update(completed=_capped(ended.n_finished, self.config.n_trials), best=_best_label(ended.best))
+        self._update(completed=self._completed(ended.n_finished), best=_best_label(ended.best))
         if self.verbose and ended.outcome.reason:
             self.progress.console.print(f"trial {ended.outcome.number} {ended.outcome.state.lower()}: {ended.outcome.reason}")
 
@@ -229,10 +229,15 @@ class _RunDisplay:
         self._update(gain=estimate.describe())
 
     def on_progress(self, state: WorkersProgress) -> None:
-        self._update(completed=_capped(state.n_finished, self.config.n_trials), best=_best_label(state.best))
+        self._update(completed=self._completed(state.n_finished), best=_best_label(state.best))
 
     def stop(self) -> None:
         self.progress.stop()
+
+    def _completed(self, n_finished: int) -> int:
+        from tuner.results import up_to_target  # optuna is loaded by now; `tuner --help` stays light
+
+        return up_to_target(n_finished, self.config.n_trials)
 
     def _update(self, **fields: Any) -> None:
         if self.task is not None:  # the library reports trials only after on_start
@@ -243,10 +248,6 @@ def _how_long(config: RunConfig) -> str:
     if config.n_trials is not None:
         return f"--trials {config.n_trials}"
     return f"--timeout {config.timeout:g}" if config.timeout is not None else ""
-
-
-def _capped(count: int, target: int | None) -> int:
-    return count if target is None else min(count, target)
 
 
 def _target_label(target: int | None) -> str:
