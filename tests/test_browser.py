@@ -203,7 +203,7 @@ def test_report_renders_offline_in_chromium(browser, trained_study, cli, tmp_pat
     assert page["network"] == [] and page["errors"] == []
     assert page["headings"][:5] == [
         "Trials by state",
-        "Validation loss per epoch (pruning curves)",
+        "Best validation loss so far, per epoch (what the pruner compares)",
         ACCURACY_PER_EPOCH,
         ACCURACY_OVER_TIME,
         "Optimization history (best so far)",

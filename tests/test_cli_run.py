@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke
 from tuner.records import EPOCH_BUDGET_ATTR, epoch_log, trained_params
-from tuner.search import baseline_params, portfolio_params
+from tuner.search import BASELINE_BUDGET_SHARE, baseline_params, portfolio_params, share_of_epoch_budget
 from tuner.studyfile import load_study_file
 
 PARAMS = {
@@ -62,6 +62,8 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
         assert trial.user_attrs["epochs_trained"] == trained_params(trial)["epochs"] == (budget or trial.params["epochs"])
     for trial, baseline in zip(trials[len(portfolio) :], baseline_params(spec), strict=False):  # then the tutorial's baselines
         assert trial.user_attrs.get("baseline") is True
+        assert trial.user_attrs[EPOCH_BUDGET_ATTR] == share_of_epoch_budget(BASELINE_BUDGET_SHARE, spec.max_epochs)
+        assert trial.user_attrs["epochs_trained"] == trained_params(trial)["epochs"]  # reference points: never pruned
         assert {k: trial.params[k] for k in baseline} == baseline
     for trial in trials:
         assert set(trial.params) <= PARAMS and {"n_layers", "optimizer", "learning_rate", "batch_size", "epochs", "l2"} <= set(trial.params)
@@ -69,7 +71,8 @@ def test_run_records_trials_baselines_and_pruning(cli, tiny_study_file, sqlite_u
     for trial in (t for t in trials if t.state == TrialState.COMPLETE):
         log = epoch_log(trial)
         assert [r.epoch for r in log] == list(range(1, trial.user_attrs["epochs_trained"] + 1))
-        assert [r.val_loss for r in log] == pytest.approx([trial.intermediate_values[r.epoch] for r in log])
+        best_so_far = list(itertools.accumulate((r.val_loss for r in log), min))
+        assert best_so_far == pytest.approx([trial.intermediate_values[r.epoch] for r in log])  # what the pruner compares
         assert all(t0 < t1 for t0, t1 in itertools.pairwise(r.time for r in log))
         assert max(r.val_accuracy for r in log) >= trial.user_attrs["val_accuracy"]
         assert trial.value == pytest.approx(trial.user_attrs["val_loss"])

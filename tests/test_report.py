@@ -18,7 +18,7 @@ from tuner.report import TOP_TRIALS, build_report
 from tuner.storage import load_study
 
 HISTORY_TITLE = "Optimization history (best so far)"
-CURVES_TITLE = "Validation loss per epoch (pruning curves)"
+CURVES_TITLE = "Best validation loss so far, per epoch (what the pruner compares)"
 
 
 def top_table_trial_numbers(page: str) -> list[int]:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from tuner.records import EPOCH_BUDGET_ATTR
+from tuner.records import EPOCH_BUDGET_ATTR, EPOCH_LOG_ATTR
 from tuner.search import BudgetedHalvingPruner, BudgetedHyperbandPruner, decides_at, make_pruner
 from tuner.studyfile import PrunerSpec
 from tuner.training import EpochMonitor
@@ -48,6 +48,17 @@ def test_a_portfolio_trial_sets_the_bar_without_being_pruned(study):
     assert _rungs(reference) == {"completed_rung_0", "completed_rung_1"}
     with pytest.raises(optuna.TrialPruned):
         _train(study, [0.5, 0.3, 0.2])  # worse than the reference at epoch 3's rung
+
+
+def test_a_rung_compares_the_best_loss_so_far_not_one_noisy_epoch(study):
+    _train(study, [0.5, 0.1, 0.05], prune=False)
+    # At epoch 3 this trial's own loss (0.09) is behind the reference's 0.05, but its best (0.04) is ahead.
+    noisy = _train(study, [0.5, 0.04, 0.09, 0.03])
+    assert noisy.state == optuna.trial.TrialState.COMPLETE and noisy.value == 0.03
+    assert noisy.intermediate_values == {1: 0.5, 2: 0.04, 3: 0.04, 4: 0.03}
+    assert [record["val_loss"] for record in noisy.user_attrs[EPOCH_LOG_ATTR]] == [0.5, 0.04, 0.09, 0.03]  # each epoch's own
+    with pytest.raises(optuna.TrialPruned, match="best validation loss 0.0600"):
+        _train(study, [0.5, 0.06, 0.07])
 
 
 def _trial_at(step: int, *, epochs: int, budget: int | None = None) -> optuna.trial.FrozenTrial:

@@ -40,6 +40,7 @@ __all__ = ["ReportResult", "build_report", "TOP_TRIALS", "CONTOUR_PARAMS"]
 TOP_TRIALS = 10
 CONTOUR_PARAMS = ("learning_rate", NETWORK_SIZE_PARAMETERS["mlp"][1])  # an MLP study's; a CNN's has its filters
 OBJECTIVE_NAME = "validation loss"
+CURVES_TITLE = "Best validation loss so far, per epoch (what the pruner compares)"
 _USER_ATTR_COLUMNS = (
     ("val_accuracy", "val acc"),
     ("best_epoch", "best epoch"),
@@ -130,11 +131,9 @@ def _search_sections(study: optuna.Study, trials: list[FrozenTrial], complete: l
     # Optuna leaves failed trials out of this plot.
     with_curves = [t for t in trials if t.intermediate_values and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)]
     if with_curves:
-        sections.append(_plot("Validation loss per epoch (pruning curves)", vis.plot_intermediate_values, study, y_title=OBJECTIVE_NAME))
+        sections.append(_plot(CURVES_TITLE, vis.plot_intermediate_values, study, y_title=OBJECTIVE_NAME))
     else:
-        sections.append(
-            _Section("Validation loss per epoch (pruning curves)", note="no completed, pruned or running trial has reported an epoch yet")
-        )
+        sections.append(_Section(CURVES_TITLE, note="no completed, pruned or running trial has reported an epoch yet"))
 
     for title, draw in ((ACCURACY_PER_EPOCH, accuracy_per_epoch_figure), (ACCURACY_OVER_TIME, accuracy_over_time_figure)):
         figure = draw(trials)

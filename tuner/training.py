@@ -32,7 +32,10 @@ class EpochMonitor(keras.callbacks.Callback):
 
     Each epoch's validation loss and accuracy, with its wall-clock time, go to the trial's
     ``EPOCH_LOG_ATTR`` user attribute as the epoch ends (the report, the dashboard and the time-to-accuracy
-    benchmark read it). A NaN or infinite loss ends the trial as *pruned* with an infinite intermediate
+    benchmark read it). The intermediate value reported to Optuna is the best validation loss so far,
+    the value the trial would be scored on if it stopped there: a pruner's rung then compares what each
+    trial has achieved, not one epoch's noise (KerasTuner's Hyperband compares a trial's best score too).
+    A NaN or infinite loss ends the trial as *pruned* with an infinite intermediate
     value, so the sampler learns to avoid the region (a failed trial would teach it nothing); the reason
     is kept in ``DIVERGED_ATTR``. Training stops early after ``patience`` epochs without improvement.
     ``prune=False`` (the portfolio's configurations) reports every epoch and lets the pruner record it
@@ -91,10 +94,11 @@ class EpochMonitor(keras.callbacks.Callback):
         if self.trial is not None:
             self.log.append(EpochRecord(epoch=step, time=time.time(), val_loss=loss, val_accuracy=accuracy))
             self.trial.set_user_attr(EPOCH_LOG_ATTR, [record.to_dict() for record in self.log])
-            self.trial.report(loss, step=step)
+            # The best loss so far, the quantity the trial is scored on: one noisy epoch does not decide a rung.
+            self.trial.report(self.best_loss, step=step)
             # Asked even when the trial may not be pruned, so that it still sets the bar at each rung.
             if self.sets_bar and self.trial.should_prune() and self.prune:
-                raise optuna.TrialPruned(f"pruned after epoch {step} (validation loss {loss:.4f})")
+                raise optuna.TrialPruned(f"pruned after epoch {step} (best validation loss {self.best_loss:.4f})")
         if self.patience and step - self.best_epoch >= self.patience:
             self.model.stop_training = True
 
