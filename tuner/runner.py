@@ -20,7 +20,15 @@ from tuner.model import check_space_fits_data
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance
 from tuner.records import BASELINE_ATTR, EPOCH_BUDGET_ATTR, PORTFOLIO_ATTR
 from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, short_of, summarize, up_to_target
-from tuner.search import PortfolioEntry, TrialSeededSampler, baseline_params, make_pruner, portfolio_params
+from tuner.search import (
+    BASELINE_BUDGET_SHARE,
+    PortfolioEntry,
+    TrialSeededSampler,
+    baseline_params,
+    make_pruner,
+    portfolio_params,
+    share_of_epoch_budget,
+)
 from tuner.storage import database_message, is_connection_error, open_storage
 from tuner.storageurl import describe_storage, storage_location
 from tuner.warmstart import WarmStart, enqueue_warm_start
@@ -131,7 +139,8 @@ def _queue_first_trials(study: optuna.Study, config: RunConfig) -> _Queued:
         queued = [(params, _portfolio_attributes(entry, spec.max_epochs)) for entry, params in portfolio_params(spec)]
         portfolio = _enqueue(study, queued, config.n_trials)
     if config.baselines:
-        baselines = _enqueue(study, [(params, {BASELINE_ATTR: True}) for params in baseline_params(spec)], config.n_trials)
+        attributes = _budget_attributes({BASELINE_ATTR: True}, share_of_epoch_budget(BASELINE_BUDGET_SHARE, spec.max_epochs))
+        baselines = _enqueue(study, [(params, attributes) for params in baseline_params(spec)], config.n_trials)
     return _Queued(warm=warm, portfolio=portfolio, baselines=baselines)
 
 
@@ -187,8 +196,11 @@ def _provenance(config: RunConfig, data: TuningData) -> StudyProvenance:
 
 
 def _portfolio_attributes(entry: PortfolioEntry, max_epochs: int) -> dict[str, Any]:
-    budget = entry.epoch_budget(max_epochs)
-    return {PORTFOLIO_ATTR: entry.name} if budget is None else {PORTFOLIO_ATTR: entry.name, EPOCH_BUDGET_ATTR: budget}
+    return _budget_attributes({PORTFOLIO_ATTR: entry.name}, entry.epoch_budget(max_epochs))
+
+
+def _budget_attributes(attributes: dict[str, Any], budget: int | None) -> dict[str, Any]:
+    return attributes if budget is None else {**attributes, EPOCH_BUDGET_ATTR: budget}
 
 
 def _enqueue(study: optuna.Study, configurations: Sequence[tuple[dict[str, Any], dict[str, Any]]], n_trials: int | None) -> int:
