@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke
-from tuner.records import EPOCH_BUDGET_ATTR, epoch_log, trained_params
+from tuner.records import EPOCH_BUDGET_ATTR, FAIL_REASON_ATTR, epoch_log, trained_params
 from tuner.search import BASELINE_BUDGET_SHARE, baseline_params, portfolio_params, share_of_epoch_budget
 from tuner.studyfile import load_study_file
 
@@ -160,7 +160,7 @@ def test_a_diverging_trial_is_pruned_with_its_reason_so_the_sampler_learns_and_t
     assert len(trials) == 2 and all(t.state == TrialState.PRUNED for t in trials)
     assert all(math.isinf(max(t.intermediate_values.values())) for t in trials)
     assert all(re.search(r"loss became (nan|inf) at epoch 1", t.user_attrs["diverged"]) for t in trials)
-    assert "fail_reason" not in trials[0].user_attrs
+    assert FAIL_REASON_ATTR not in trials[0].user_attrs
     assert "loss became" in result.output  # -v shows why
 
 

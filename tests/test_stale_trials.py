@@ -9,6 +9,7 @@ heartbeats survive a failed write; an interrupted trial is re-queued and does no
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 import optuna
@@ -18,6 +19,7 @@ from optuna.trial import TrialState
 
 from tests.helpers import MNIST_SMALL
 from tuner.config import resolve_run_config
+from tuner.records import FAIL_REASON_ATTR
 from tuner.results import Tally
 from tuner.runner import run_study
 from tuner.storage import open_storage
@@ -123,11 +125,38 @@ def test_an_interrupted_trial_is_failed_requeued_and_not_counted(fast_study_file
         run_study(config=config)
     monkeypatch.undo()
     interrupted = optuna.load_study(study_name=config.study_name, storage=sqlite_url).trials[1]
-    assert interrupted.state == TrialState.FAIL and "interrupted" in interrupted.user_attrs["fail_reason"]
+    assert interrupted.state == TrialState.FAIL and "interrupted" in interrupted.user_attrs[FAIL_REASON_ATTR]
 
     result = run_study(config=config)
     trials = optuna.load_study(study_name=config.study_name, storage=sqlite_url).trials
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == 3 and len(trials) == 4 and result.n_finished == 3
     (retry,) = [t for t in trials if t.system_attrs.get("retry_history") == [1]]
-    assert retry.params == interrupted.params and retry.user_attrs.get("fail_reason") is None
+    assert retry.params == interrupted.params and retry.user_attrs.get(FAIL_REASON_ATTR) is None
+
+
+@pytest.mark.slow
+def test_an_interrupt_while_optuna_creates_the_trial_fails_and_requeues_it(fast_study_file, sqlite_url, monkeypatch):
+    """Ctrl-C after trial 1 is RUNNING in the database but before it trains: failed and queued again, not left RUNNING."""
+    from tuner.search import TrialSeededSampler
+
+    original = TrialSeededSampler.before_trial  # Optuna calls it from study.ask(), once the trial exists
+    fired: list[bool] = []
+
+    def interrupt(self, study, trial):
+        original(self, study, trial)
+        if trial.number == 1 and not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(TrialSeededSampler, "before_trial", interrupt)
+    config = resolve_run_config(study_file=fast_study_file, storage_url=sqlite_url, data_path=str(MNIST_SMALL), n_trials=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config=config)
+    trials = optuna.load_study(study_name=config.study_name, storage=sqlite_url).trials
+    assert fired and TrialState.RUNNING not in [t.state for t in trials]
+    interrupted = trials[1]
+    assert interrupted.state == TrialState.FAIL and not interrupted.intermediate_values
+    assert "interrupted" in interrupted.user_attrs[FAIL_REASON_ATTR]
+    (retry,) = [t for t in trials if t.system_attrs.get("retry_history") == [1]]
+    assert retry.state == TrialState.WAITING and retry.params == interrupted.params

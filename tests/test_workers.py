@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from tests.helpers import FAST_STUDY, MNIST_SMALL, invoke, spawn_worker, wait_for
 from tuner.config import usable_cpus
-from tuner.records import PORTFOLIO_ATTR
+from tuner.records import FAIL_REASON_ATTR, PORTFOLIO_ATTR
 from tuner.results import Tally
 from tuner.workers import has_lead_trial, lead_threads, threads_per_worker
 
@@ -139,11 +139,11 @@ def test_killed_worker_trial_is_failed_and_retried(servers, tmp_path, unique_nam
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert Tally.of(trials).finished == 4 and len(trials) == 5  # four finished trials plus the one that died
     (killed,) = [t for t in trials if t.state == TrialState.FAIL]
-    assert killed.intermediate_values and "fail_reason" not in killed.user_attrs  # died training, failed by the survivor
+    assert killed.intermediate_values and FAIL_REASON_ATTR not in killed.user_attrs  # died training, failed by the survivor
     (retry,) = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None]
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == killed.number and retry.number > killed.number
     assert retry.system_attrs["retry_history"] == [killed.number] and retry.params == killed.params
-    assert retry.state == TrialState.COMPLETE and retry.user_attrs.get("fail_reason") is None
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs.get(FAIL_REASON_ATTR) is None
 
 
 @pytest.mark.slow

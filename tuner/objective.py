@@ -11,7 +11,7 @@ from tuner.data import TuningData
 from tuner.errors import TrialError
 from tuner.model import build_model
 from tuner.provenance import TRIAL_SEED_ATTR, trial_seed
-from tuner.records import PORTFOLIO_ATTR, epoch_budget
+from tuner.records import FAIL_REASON_ATTR, PORTFOLIO_ATTR, epoch_budget
 from tuner.studyfile import StudySpec
 
 __all__ = ["Objective"]
@@ -33,10 +33,6 @@ class Objective:
         try:
             return self._train(trial)
         except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            # Ctrl-C or SIGTERM (the CLI turns it into this): the runner queues the trial again.
-            _set_reason(trial, "interrupted (Ctrl-C or SIGTERM); queued again with the same parameters")
             raise
         except Exception as exc:
             # Optuna records the trial as FAIL and the study goes on; the reason stays with the trial.
@@ -106,4 +102,4 @@ class Objective:
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
     # Another worker may have failed this trial meanwhile (a stale heartbeat); the runner drops it.
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(FAIL_REASON_ATTR, reason)

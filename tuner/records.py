@@ -19,6 +19,7 @@ __all__ = [
     "PORTFOLIO_ATTR",
     "BASELINE_ATTR",
     "EPOCH_BUDGET_ATTR",
+    "FAIL_REASON_ATTR",
     "EpochRecord",
     "epoch_budget",
     "epoch_log",
@@ -34,6 +35,7 @@ BASELINE_ATTR = "baseline"  # true for the tutorial's baseline configurations
 # Epochs a trial trains, its schedule annealed over them, when fewer than its ``epochs`` parameter (set
 # when it is queued: the portfolio's quick lead); ``trained_params`` is what it trained.
 EPOCH_BUDGET_ATTR = "epoch_budget"
+FAIL_REASON_ATTR = "fail_reason"  # why a failed trial failed (an error, or an interrupt); None on its retry
 
 
 @dataclass(frozen=True)

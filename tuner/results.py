@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.convergence import Convergence
-from tuner.records import DIVERGED_ATTR
+from tuner.records import DIVERGED_ATTR, FAIL_REASON_ATTR
 from tuner.storageurl import describe_storage
 from tuner.trials import FINISHED_STATES, best_by_value, state_counts
 
@@ -39,7 +39,7 @@ class TrialOutcome:
             val_accuracy=trial.user_attrs.get("val_accuracy"),
             params=dict(trial.params),
             seconds=seconds,
-            reason=trial.user_attrs.get("fail_reason") or trial.user_attrs.get(DIVERGED_ATTR),
+            reason=trial.user_attrs.get(FAIL_REASON_ATTR) or trial.user_attrs.get(DIVERGED_ATTR),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,9 +17,10 @@ from tuner.convergence import Convergence, estimate_convergence
 from tuner.coordination import StudyLock, fail_stale_trials
 from tuner.data import TuningData, load_tuning_data
 from tuner.errors import StorageError, StudyNotFoundError
+from tuner.interrupts import deferred_interrupts
 from tuner.model import check_space_fits_data
 from tuner.provenance import PROVENANCE_ATTR, StudyProvenance
-from tuner.records import BASELINE_ATTR, EPOCH_BUDGET_ATTR, PORTFOLIO_ATTR
+from tuner.records import BASELINE_ATTR, EPOCH_BUDGET_ATTR, FAIL_REASON_ATTR, PORTFOLIO_ATTR
 from tuner.results import RunResult, RunStart, Tally, TrialEnded, TrialOutcome, best_outcome, short_of, summarize, up_to_target
 from tuner.search import (
     BASELINE_BUDGET_SHARE,
@@ -319,16 +321,22 @@ def _work(
 def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int | None, after_trial) -> str:
     started: list[optuna.Trial] = []
     interrupted: list[bool] = []
+    # Ctrl-C or SIGTERM while Optuna creates the trial would leave it RUNNING with no one to fail and
+    # queue it again: it waits until the trial is ours, then lands below.
+    held = contextlib.ExitStack()
 
     def run_unlocked(trial: optuna.Trial) -> float:
         started.append(trial)
         lock.release()  # the trial is RUNNING now and counts for every other worker
-        if trial.user_attrs.get("fail_reason") is not None:
-            trial.set_user_attr("fail_reason", None)  # a retry inherits the attributes of the trial that died
         try:
+            held.close()
+            if trial.user_attrs.get(FAIL_REASON_ATTR) is not None:
+                trial.set_user_attr(FAIL_REASON_ATTR, None)  # a retry inherits the attributes of the trial that died
             return objective(trial)
         except KeyboardInterrupt:
             interrupted.append(True)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed meanwhile by another worker's sweep
+                trial.set_user_attr(FAIL_REASON_ATTR, "interrupted (Ctrl-C or SIGTERM); queued again with the same parameters")
             raise
 
     with lock:
@@ -338,6 +346,7 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int |
             return _DONE
         if not short_of(n_trials, tally.taken):
             return _WAIT  # the last trials run elsewhere; stay to retry one if its worker dies
+        held.enter_context(deferred_interrupts())
         try:
             study.optimize(run_unlocked, n_trials=1, callbacks=[after_trial], catch=(Exception,), gc_after_trial=True)
         except KeyboardInterrupt:
@@ -359,6 +368,8 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int |
                 started[0].number,
                 database_message(exc),
             )
+        finally:
+            held.close()  # the trial never started (Optuna could not create it): an interrupt lands here
     return _RAN
 
 

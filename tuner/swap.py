@@ -10,12 +10,10 @@ import ctypes
 import errno
 import os
 import shutil
-import signal
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from tuner.interrupts import deferred_interrupts
 
 __all__ = ["install_directory", "write_text_atomically"]
 
@@ -41,7 +39,7 @@ def install_directory(staging: Path, target: Path) -> bool:
         return True
     # No atomic exchange on this system: two renames, with Ctrl-C and SIGTERM held off between them.
     backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    with _signals_deferred():
+    with deferred_interrupts():
         target.rename(backup)
         try:
             staging.rename(target)
@@ -66,30 +64,3 @@ def _exchange(first: Path, second: Path) -> bool:
     if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # e.g. a file system without the flag
         return False
     raise OSError(error, os.strerror(error), str(second))
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM that arrive during the block reach their handlers after it.
-
-    (Masking the signals would not do: the kernel hands them to any other thread, TensorFlow's say,
-    and Python runs the handler in the main thread at once.)
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may change handlers, and only it runs them
-        return
-    caught: list[tuple[int, Any]] = []
-    previous = {
-        number: signal.signal(number, lambda signum, frame: caught.append((signum, frame))) for number in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for signum, frame in caught[:1]:
-            handler = previous[signal.Signals(signum)]
-            if callable(handler):
-                handler(signum, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)
