@@ -22,6 +22,15 @@ from typing import Any
 import numpy as np
 
 import benchmarks.common  # noqa: F401 (quiets TensorFlow's and Optuna's start-up notices, as in every benchmark)
+from tuner.records import (
+    BEST_EPOCH_ATTR,
+    EPOCHS_TRAINED_ATTR,
+    LATENCY_MS_ATTR,
+    N_PARAMS_ATTR,
+    TRAIN_SECONDS_ATTR,
+    VAL_ACCURACY_ATTR,
+    VAL_LOSS_ATTR,
+)
 
 STUDY = "db-ceiling"
 LOCK_STATEMENTS = ("pg_advisory_lock", "pg_advisory_unlock", "GET_LOCK", "RELEASE_LOCK")  # their time is the lock's, not a query's
@@ -204,7 +213,7 @@ class SleepingObjective:
         params = suggest_hyperparameters(trial, self.space)
         record["suggest_ms"] = ms(time.perf_counter() - started)
         attrs = time.perf_counter()
-        trial.set_user_attr("n_params", mlp_parameters(params))
+        trial.set_user_attr(N_PARAMS_ATTR, mlp_parameters(params))
         attrs_seconds = time.perf_counter() - attrs
         best_loss, best_epoch, epochs = math.inf, 0, 0
         try:
@@ -224,14 +233,14 @@ class SleepingObjective:
                     raise optuna.TrialPruned(f"pruned after epoch {epoch}")
         finally:
             attrs = time.perf_counter()
-            trial.set_user_attr("train_seconds", round(record["sleep_ms"] / 1000, 3))
-            trial.set_user_attr("epochs_trained", epochs)
-            trial.set_user_attr("best_epoch", best_epoch)
-            trial.set_user_attr("val_accuracy", round(1.0 - best_loss / 3, 4))
-            trial.set_user_attr("val_loss", best_loss)
+            trial.set_user_attr(TRAIN_SECONDS_ATTR, round(record["sleep_ms"] / 1000, 3))
+            trial.set_user_attr(EPOCHS_TRAINED_ATTR, epochs)
+            trial.set_user_attr(BEST_EPOCH_ATTR, best_epoch)
+            trial.set_user_attr(VAL_ACCURACY_ATTR, round(1.0 - best_loss / 3, 4))
+            trial.set_user_attr(VAL_LOSS_ATTR, best_loss)
             attrs_seconds += time.perf_counter() - attrs
             record["attrs_ms"] = ms(attrs_seconds)
-        trial.set_user_attr("latency_ms", 0.001)
+        trial.set_user_attr(LATENCY_MS_ATTR, 0.001)
         return best_loss
 
 

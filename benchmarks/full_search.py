@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 
 from benchmarks.common import emit, parser
+from tuner.records import VAL_ACCURACY_ATTR
 
 
 def main() -> None:
@@ -98,7 +99,7 @@ def _study(database: Path, *, launched: float, target: float | None) -> dict[str
             "number": best.number,
             "portfolio": best.user_attrs.get(PORTFOLIO_ATTR),
             "val_loss": best.value,
-            "val_accuracy": best.user_attrs.get("val_accuracy"),
+            "val_accuracy": best.user_attrs.get(VAL_ACCURACY_ATTR),
             "params": best.params,
         },
         "best_epoch_val_accuracy": max(accuracies) if accuracies else None,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Clock, emit, epoch_clock, matmul_gflops, median, parser, start_tensorflow, tuning_data, versions
+from tuner.records import EPOCHS_TRAINED_ATTR
 
 SMALL = {"n_layers": 2, "units": 128, "dropout": 0.0, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 128, "l2": 1e-8}
 WIDE = {"n_layers": 2, "units": 1024, "dropout": 0.0, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 256, "l2": 1e-8}
@@ -96,7 +97,7 @@ def _tuner_trial(data, spec, params, storage_url: str) -> tuple[float, float]:
     study.optimize(Objective(data=data, spec=spec, seed=0), n_trials=1)
     wall, cpu = clock.read()
     trial = study.trials[0]
-    if trial.state != optuna.trial.TrialState.COMPLETE or trial.user_attrs.get("epochs_trained") != params["epochs"]:
+    if trial.state != optuna.trial.TrialState.COMPLETE or trial.user_attrs.get(EPOCHS_TRAINED_ATTR) != params["epochs"]:
         raise RuntimeError(f"the tuner trial did not train {params['epochs']} epochs: {trial.state.name} {trial.user_attrs}")
     return wall, cpu
 

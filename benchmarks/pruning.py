@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Clock, emit, parser, start_tensorflow, tuning_data, versions
+from tuner.records import EPOCHS_TRAINED_ATTR, VAL_ACCURACY_ATTR
 
 
 def main() -> None:
@@ -45,8 +46,8 @@ def main() -> None:
         configs = [t.params for t in pruned]
         unpruned, seconds_unpruned = _search(data, unpruned_spec, f"sqlite:///{Path(tmp) / 'unpruned.db'}", trials, enqueue=configs)
 
-    epochs_pruned = sum(t.user_attrs.get("epochs_trained", 0) for t in pruned)
-    epochs_unpruned = sum(t.user_attrs.get("epochs_trained", 0) for t in unpruned)
+    epochs_pruned = sum(t.user_attrs.get(EPOCHS_TRAINED_ATTR, 0) for t in pruned)
+    epochs_unpruned = sum(t.user_attrs.get(EPOCHS_TRAINED_ATTR, 0) for t in unpruned)
     asked = sum(int(t.params["epochs"]) for t in pruned)
     best_pruned, best_unpruned = _best(pruned), _best(unpruned)
     result: dict[str, Any] = {
@@ -93,9 +94,9 @@ def _best(trials) -> dict[str, Any]:
     best = min(complete, key=lambda t: t.value)
     return {
         "best_val_loss": round(best.value, 5),
-        "best_val_accuracy": best.user_attrs.get("val_accuracy"),
+        "best_val_accuracy": best.user_attrs.get(VAL_ACCURACY_ATTR),
         "best_trial": best.number,
-        "highest_val_accuracy_any_trial": max((t.user_attrs.get("val_accuracy") or 0.0) for t in trials),
+        "highest_val_accuracy_any_trial": max((t.user_attrs.get(VAL_ACCURACY_ATTR) or 0.0) for t in trials),
     }
 
 

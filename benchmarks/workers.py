@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import FreshStorage, machine
+from tuner.records import TRAIN_SECONDS_ATTR
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = """
@@ -101,7 +102,7 @@ def _measure(url: str, workers: int, args, study_file: Path) -> dict:
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     window = (max(ends) - min(starts)).total_seconds()
-    train = sorted(t.user_attrs.get("train_seconds", 0.0) for t in trials)
+    train = sorted(t.user_attrs.get(TRAIN_SECONDS_ATTR, 0.0) for t in trials)
     return {
         "finished": len(trials),
         "states": sorted({t.state.name for t in trials}),

@@ -33,7 +33,7 @@ from tuner.exportmeta import METADATA_FILE, ExportMetadata, ModelInput
 from tuner.pareto import best_within_budget
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
-from tuner.records import trained_params
+from tuner.records import BEST_EPOCH_ATTR, EPOCHS_TRAINED_ATTR, VAL_ACCURACY_ATTR, trained_params
 from tuner.selection import final_epochs, most_accurate
 from tuner.storage import load_study
 from tuner.storageurl import describe_storage, mask_url
@@ -266,8 +266,8 @@ def _metadata(
             "val_loss": trial.value,
             "val_accuracy": _peak_accuracy(trial),
             "best_epoch": job.epochs,  # the epoch of that accuracy, which the final model trains to
-            "lowest_loss_epoch": trial.user_attrs.get("best_epoch"),
-            "epochs_trained": trial.user_attrs.get("epochs_trained"),
+            "lowest_loss_epoch": trial.user_attrs.get(BEST_EPOCH_ATTR),
+            "epochs_trained": trial.user_attrs.get(EPOCHS_TRAINED_ATTR),
         },
         test=test,
         training={
@@ -304,7 +304,7 @@ def _result(job: _Job, test: dict[str, Any], *, target: Path, replaced: bool, wa
         is_best=job.chosen.is_best,
         params=dict(trial.params),
         val_loss=float(trial.value) if trial.value is not None else math.nan,
-        val_accuracy=trial.user_attrs.get("val_accuracy"),
+        val_accuracy=trial.user_attrs.get(VAL_ACCURACY_ATTR),
         test_loss=test["loss"],
         test_accuracy=test["accuracy"],
         n_test=test["n_samples"],
@@ -364,7 +364,7 @@ def _model_input(tuning, provenance: StudyProvenance) -> ModelInput:
 
 def _peak_accuracy(trial: FrozenTrial) -> float | None:
     selection = most_accurate([trial])
-    return selection.val_accuracy if selection is not None else trial.user_attrs.get("val_accuracy")
+    return selection.val_accuracy if selection is not None else trial.user_attrs.get(VAL_ACCURACY_ATTR)
 
 
 def _final_epochs(trial: FrozenTrial) -> int:

@@ -11,7 +11,7 @@ from tuner.data import TuningData
 from tuner.errors import TrialError
 from tuner.model import build_model
 from tuner.provenance import TRIAL_SEED_ATTR, trial_seed
-from tuner.records import FAIL_REASON_ATTR, PORTFOLIO_ATTR, epoch_budget
+from tuner.records import FAIL_REASON_ATTR, LATENCY_MS_ATTR, N_PARAMS_ATTR, PORTFOLIO_ATTR, epoch_budget
 from tuner.studyfile import StudySpec
 
 __all__ = ["Objective"]
@@ -68,7 +68,7 @@ class Objective:
             image_shape=self.data.image_shape,
             epoch_budget=budget,
         )
-        trial.set_user_attr("n_params", int(model.count_params()))
+        trial.set_user_attr(N_PARAMS_ATTR, int(model.count_params()))
         # The portfolio's configurations are the study's reference points: they always train to the end.
         # One trained on a cut budget anneals sooner, so its epochs are not on the pruner's scale.
         monitor = EpochMonitor(
@@ -95,7 +95,7 @@ class Objective:
         if monitor.best_loss is None:
             raise TrialError("training ended before the first epoch finished")
         # Cost of the trained model, for the accuracy-against-cost front (pruned trials never get here).
-        trial.set_user_attr("latency_ms", round(measure_latency_ms(model, self.data.x_val), 6))
+        trial.set_user_attr(LATENCY_MS_ATTR, round(measure_latency_ms(model, self.data.x_val), 6))
         return monitor.best_loss
 
 

@@ -16,12 +16,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.records import LATENCY_MS_ATTR, N_PARAMS_ATTR, VAL_ACCURACY_ATTR
 from tuner.selection import most_accurate
 
 __all__ = ["COST_AXES", "ParetoPoint", "pareto_front", "pareto_trials", "best_within_budget"]
 
 # axis name -> how a finished trial states it
-COST_AXES = {"val_loss": "value", "params": "n_params", "latency": "latency_ms"}
+COST_AXES = {"val_loss": "value", "params": N_PARAMS_ATTR, "latency": LATENCY_MS_ATTR}
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,9 @@ class ParetoPoint:
         return cls(
             number=trial.number,
             val_loss=math.inf if trial.value is None else float(trial.value),  # a trial without a value is beaten on loss
-            val_accuracy=trial.user_attrs.get("val_accuracy"),
-            n_params=trial.user_attrs.get("n_params"),
-            latency_ms=trial.user_attrs.get("latency_ms"),
+            val_accuracy=trial.user_attrs.get(VAL_ACCURACY_ATTR),
+            n_params=trial.user_attrs.get(N_PARAMS_ATTR),
+            latency_ms=trial.user_attrs.get(LATENCY_MS_ATTR),
             params=dict(trial.params),
         )
 
@@ -99,7 +100,7 @@ def best_within_budget(*, study: optuna.Study, max_params: int | None = None, ma
     """
     fitting = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        n_params, latency = trial.user_attrs.get("n_params"), trial.user_attrs.get("latency_ms")
+        n_params, latency = trial.user_attrs.get(N_PARAMS_ATTR), trial.user_attrs.get(LATENCY_MS_ATTR)
         if max_params is not None and (n_params is None or n_params > max_params):
             continue
         if max_latency_ms is not None and (latency is None or latency > max_latency_ms):

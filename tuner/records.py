@@ -20,6 +20,13 @@ __all__ = [
     "BASELINE_ATTR",
     "EPOCH_BUDGET_ATTR",
     "FAIL_REASON_ATTR",
+    "VAL_LOSS_ATTR",
+    "VAL_ACCURACY_ATTR",
+    "BEST_EPOCH_ATTR",
+    "EPOCHS_TRAINED_ATTR",
+    "TRAIN_SECONDS_ATTR",
+    "N_PARAMS_ATTR",
+    "LATENCY_MS_ATTR",
     "EpochRecord",
     "epoch_budget",
     "epoch_log",
@@ -36,6 +43,14 @@ BASELINE_ATTR = "baseline"  # true for the tutorial's baseline configurations
 # when it is queued: the portfolio's quick lead); ``trained_params`` is what it trained.
 EPOCH_BUDGET_ATTR = "epoch_budget"
 FAIL_REASON_ATTR = "fail_reason"  # why a failed trial failed (an error, or an interrupt); None on its retry
+# What a trial records as its training ends (tuner.training, tuner.objective), pruned or not:
+VAL_LOSS_ATTR = "val_loss"  # its lowest validation loss
+VAL_ACCURACY_ATTR = "val_accuracy"  # the validation accuracy of that epoch
+BEST_EPOCH_ATTR = "best_epoch"  # that epoch, counted from 1
+EPOCHS_TRAINED_ATTR = "epochs_trained"
+TRAIN_SECONDS_ATTR = "train_seconds"
+N_PARAMS_ATTR = "n_params"  # the model's weights
+LATENCY_MS_ATTR = "latency_ms"  # CPU inference time per sample, in milliseconds (completed trials only)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH, accuracy_over_t
 from tuner.errors import ConfigError
 from tuner.pareto import pareto_trials
 from tuner.provenance import StudyProvenance
+from tuner.records import BASELINE_ATTR, BEST_EPOCH_ATTR, EPOCHS_TRAINED_ATTR, N_PARAMS_ATTR, TRAIN_SECONDS_ATTR, VAL_ACCURACY_ATTR
 from tuner.storage import load_study
 from tuner.storageurl import describe_storage
 from tuner.studyfile import NETWORK_SIZE_PARAMETERS
@@ -42,11 +43,11 @@ CONTOUR_PARAMS = ("learning_rate", NETWORK_SIZE_PARAMETERS["mlp"][1])  # an MLP 
 OBJECTIVE_NAME = "validation loss"
 CURVES_TITLE = "Best validation loss so far, per epoch (what the pruner compares)"
 _USER_ATTR_COLUMNS = (
-    ("val_accuracy", "val acc"),
-    ("best_epoch", "best epoch"),
-    ("epochs_trained", "epochs run"),
-    ("n_params", "weights"),
-    ("train_seconds", "seconds"),
+    (VAL_ACCURACY_ATTR, "val acc"),
+    (BEST_EPOCH_ATTR, "best epoch"),
+    (EPOCHS_TRAINED_ATTR, "epochs run"),
+    (N_PARAMS_ATTR, "weights"),
+    (TRAIN_SECONDS_ATTR, "seconds"),
 )
 _STATE_COLORS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4", "WAITING": "#7f7f7f"}
 
@@ -194,16 +195,16 @@ def _pareto_section(study: optuna.Study, complete: list[FrozenTrial]) -> _Sectio
     """Validation loss against parameter count; the front is computed by tuner.pareto (our own figure:
     optuna's plot_pareto_front needs a multi-objective study, and ours stays single-objective)."""
     title = "Accuracy against cost: validation loss vs parameters"
-    sized = [t for t in complete if t.user_attrs.get("n_params")]
+    sized = [t for t in complete if t.user_attrs.get(N_PARAMS_ATTR)]
     if len(sized) < 2:
         return _Section(title, note="needs two completed trials with a parameter count")
     front = {p.number for p in pareto_trials(study, objectives=("val_loss", "params"))}
     figure = go.Figure()
     for on_front, name, color in ((False, "other trials", "#b0b0b0"), (True, "Pareto front", "#d62728")):
-        points = sorted((t for t in sized if (t.number in front) == on_front), key=lambda t: t.user_attrs["n_params"])
+        points = sorted((t for t in sized if (t.number in front) == on_front), key=lambda t: t.user_attrs[N_PARAMS_ATTR])
         figure.add_trace(
             go.Scatter(
-                x=[t.user_attrs["n_params"] for t in points],
+                x=[t.user_attrs[N_PARAMS_ATTR] for t in points],
                 y=[t.value for t in points],
                 mode="lines+markers" if on_front else "markers",
                 name=name,
@@ -247,7 +248,7 @@ def _top_trials_table(study: optuna.Study, complete: list[FrozenTrial]) -> str:
     header = ["#", OBJECTIVE_NAME, *(label for _, label in _USER_ATTR_COLUMNS), *param_names]
     rows = []
     for trial in top:
-        cells = [str(trial.number) + (" (baseline)" if trial.user_attrs.get("baseline") else ""), format_value(trial.value)]
+        cells = [str(trial.number) + (" (baseline)" if trial.user_attrs.get(BASELINE_ATTR) else ""), format_value(trial.value)]
         cells += [format_value(trial.user_attrs.get(key)) for key, _ in _USER_ATTR_COLUMNS]
         cells += [format_value(trial.params.get(name)) for name in param_names]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
@@ -399,7 +400,7 @@ def _page(study: optuna.Study, storage_url: str, counts: dict[str, int], complet
     best = ""
     trial = best_by_value(complete, direction=study.direction)
     if trial is not None:
-        accuracy = trial.user_attrs.get("val_accuracy")
+        accuracy = trial.user_attrs.get(VAL_ACCURACY_ATTR)
         best = f"Best trial #{trial.number}: {OBJECTIVE_NAME} {format_value(trial.value)}" + (
             f", validation accuracy {format_value(accuracy)}" if accuracy is not None else ""
         )

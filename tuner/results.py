@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.convergence import Convergence
-from tuner.records import DIVERGED_ATTR, FAIL_REASON_ATTR
+from tuner.records import DIVERGED_ATTR, FAIL_REASON_ATTR, VAL_ACCURACY_ATTR
 from tuner.storageurl import describe_storage
 from tuner.trials import FINISHED_STATES, best_by_value, state_counts
 
@@ -36,7 +36,7 @@ class TrialOutcome:
             number=trial.number,
             state=trial.state.name,
             value=trial.value if trial.state == TrialState.COMPLETE else None,
-            val_accuracy=trial.user_attrs.get("val_accuracy"),
+            val_accuracy=trial.user_attrs.get(VAL_ACCURACY_ATTR),
             params=dict(trial.params),
             seconds=seconds,
             reason=trial.user_attrs.get(FAIL_REASON_ATTR) or trial.user_attrs.get(DIVERGED_ATTR),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.records import peak_accuracy
+from tuner.records import BEST_EPOCH_ATTR, VAL_ACCURACY_ATTR, peak_accuracy
 
 __all__ = ["Selection", "most_accurate", "final_epochs"]
 
@@ -53,7 +53,7 @@ def _selection(trial: FrozenTrial) -> Selection:
     peak = peak_accuracy(trial)
     if peak is not None:
         return Selection(trial=trial, val_accuracy=peak.val_accuracy, epoch=peak.epoch)
-    accuracy, epoch = trial.user_attrs.get("val_accuracy"), trial.user_attrs.get("best_epoch")
+    accuracy, epoch = trial.user_attrs.get(VAL_ACCURACY_ATTR), trial.user_attrs.get(BEST_EPOCH_ATTR)
     return Selection(
         trial=trial,
         val_accuracy=float(accuracy) if isinstance(accuracy, (int, float)) else None,

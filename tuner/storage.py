@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL, make_url
 
 from tuner.convergence import estimate_convergence
 from tuner.errors import ConfigError, StorageError, StudyNotFoundError
+from tuner.records import VAL_ACCURACY_ATTR
 from tuner.storageurl import describe_storage, mask_url, storage_location
 from tuner.text import first_line
 from tuner.trials import best_by_value, state_counts
@@ -215,7 +216,7 @@ def list_studies(*, storage_url: str) -> list[StudyInfo]:
                 n_running=counts["RUNNING"],
                 best_value=best.value if best else None,
                 best_trial=best.number if best else None,
-                best_val_accuracy=best.user_attrs.get("val_accuracy") if best else None,
+                best_val_accuracy=best.user_attrs.get(VAL_ACCURACY_ATTR) if best else None,
                 convergence=estimate_convergence(study).describe(),
             )
         )

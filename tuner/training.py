@@ -13,7 +13,16 @@ import keras
 import optuna
 
 from tuner.errors import TrialError
-from tuner.records import DIVERGED_ATTR, EPOCH_LOG_ATTR, EpochRecord
+from tuner.records import (
+    BEST_EPOCH_ATTR,
+    DIVERGED_ATTR,
+    EPOCH_LOG_ATTR,
+    EPOCHS_TRAINED_ATTR,
+    TRAIN_SECONDS_ATTR,
+    VAL_ACCURACY_ATTR,
+    VAL_LOSS_ATTR,
+    EpochRecord,
+)
 
 __all__ = [
     "EpochMonitor",
@@ -110,12 +119,12 @@ class EpochMonitor(keras.callbacks.Callback):
         raise optuna.TrialPruned(f"diverged: {reason}")
 
     def record(self, trial: optuna.Trial, seconds: float) -> None:
-        trial.set_user_attr("train_seconds", round(seconds, 3))
-        trial.set_user_attr("epochs_trained", self.epochs_trained)
+        trial.set_user_attr(TRAIN_SECONDS_ATTR, round(seconds, 3))
+        trial.set_user_attr(EPOCHS_TRAINED_ATTR, self.epochs_trained)
         if self.best_loss is not None:
-            trial.set_user_attr("best_epoch", self.best_epoch)
-            trial.set_user_attr("val_accuracy", self.best_accuracy)
-            trial.set_user_attr("val_loss", self.best_loss)
+            trial.set_user_attr(BEST_EPOCH_ATTR, self.best_epoch)
+            trial.set_user_attr(VAL_ACCURACY_ATTR, self.best_accuracy)
+            trial.set_user_attr(VAL_LOSS_ATTR, self.best_loss)
 
 
 def configure_threads(threads: int) -> None:
