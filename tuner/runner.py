@@ -335,7 +335,9 @@ def _next_trial(study: optuna.Study, objective, lock: StudyLock, n_trials: int |
             return objective(trial)
         except KeyboardInterrupt:
             interrupted.append(True)
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed meanwhile by another worker's sweep
+            # The reason is a courtesy: a database that refuses it now (another worker's sweep failed the
+            # trial, or SQLite busy with every worker stopping at once) must not turn the interrupt into an error.
+            with contextlib.suppress(Exception):
                 trial.set_user_attr(FAIL_REASON_ATTR, "interrupted (Ctrl-C or SIGTERM); queued again with the same parameters")
             raise
 
