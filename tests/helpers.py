@@ -25,6 +25,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
+from tuner.exportmeta import EXPORT_ATTR, METADATA_FILE
+
 FIXTURES = Path(__file__).parent / "fixtures"
 MNIST_SMALL = FIXTURES / "mnist-small"
 
@@ -201,10 +203,10 @@ def make_study(
 def write_export(study: optuna.Study, directory: Path, model_json: object | None, record: object = "default") -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if model_json is not None:
-        (directory / "model.json").write_text(model_json if isinstance(model_json, str) else json.dumps(model_json))
+        (directory / METADATA_FILE).write_text(model_json if isinstance(model_json, str) else json.dumps(model_json))
     if record == "default":
         record = {"path": str(directory), "trial": study.best_trial.number, "test_accuracy": 0.9123}
-    study.set_user_attr("export", record)
+    study.set_user_attr(EXPORT_ATTR, record)  # raw: the tests also store records ExportRecord would never write
 
 
 def confusion(n: int = 10) -> list[list[int]]:

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from tests.helpers import MNIST_SMALL, invoke, one_error_line
 from tuner.data import load_final_data
 from tuner.export import EpochProgress
+from tuner.exportmeta import ExportRecord
 from tuner.records import EPOCH_BUDGET_ATTR, PORTFOLIO_ATTR, epoch_log, trained_params
 from tuner.selection import final_epochs, most_accurate
 from tuner.storageurl import mask_url
@@ -69,9 +70,9 @@ def test_export_best_matches_database_and_test_set(cli, study_copy, tmp_path):
     assert float((predicted == final.y_test).mean()) == pytest.approx(test["accuracy"])
     assert np.array_equal(np.bincount(final.y_test * 10 + predicted, minlength=100).reshape(10, 10), confusion)
 
-    record = study.user_attrs["export"]
-    assert record["path"] == str(out.resolve()) and record["trial"] == best.number
-    assert record["test_accuracy"] == test["accuracy"]
+    record = ExportRecord.of_study(study.user_attrs)
+    assert record is not None and record.path == str(out.resolve()) and record.trial == best.number
+    assert record.test_accuracy == test["accuracy"] and record.test_loss == test["loss"]
     assert f"test accuracy {test['accuracy']:.4f}" in result.stdout and str(out / "model.keras") in result.stdout
     assert sorted(p.name for p in out.parent.iterdir()) == ["best"]  # no temporary directory left behind
 
@@ -98,7 +99,8 @@ def test_chosen_trial_without_refit_through_the_library(study_copy, tmp_path):
     assert planned is not None
     assert [e.epoch for e in epochs] == list(range(1, planned + 1))
     assert result.test_accuracy == meta["test"]["accuracy"] and not result.replaced
-    assert _study(url, name).user_attrs["export"]["trial"] == chosen.number
+    record = ExportRecord.of_study(_study(url, name).user_attrs)
+    assert record is not None and record.trial == chosen.number
 
 
 def test_the_quick_lead_exports_with_the_schedule_of_the_budget_it_trained(study_copy, tmp_path):

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from tests.helpers import invoke, one_error_line, spawn_worker, sqlite_file, wait_for
+from tuner.exportmeta import ExportRecord
 from tuner.results import Tally
 
 # Every fault is injected into real `tuner run` / export-best processes or trainings.
@@ -237,4 +238,5 @@ def test_full_and_read_only_disks_keep_the_previous_export_and_report(cli, train
     one_error_line(invoke(cli, "export-best", "--storage", url, "--out", mount / "new", "--quiet"), 5, "read-only file system")
     assert _snapshot(model) == exported and report.read_bytes() == reported
     assert sorted(p.name for p in mount.iterdir()) == ["model", "report.html"]
-    assert optuna.load_study(study_name=name, storage=url).user_attrs["export"]["path"] == str(model)  # still the first export
+    record = ExportRecord.of_study(optuna.load_study(study_name=name, storage=url).user_attrs)
+    assert record is not None and record.path == str(model)  # still the first export

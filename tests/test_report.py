@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from tests.helpers import TRAINING_HISTORY, confusion, invoke, make_study, objective_value, sqlite_file, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
+from tuner.exportmeta import EXPORT_ATTR, ExportRecord
 from tuner.report import TOP_TRIALS, build_report
 from tuner.storage import load_study
 
@@ -226,3 +227,18 @@ def test_cli_report_without_storage(cli, tmp_path):
     result = invoke(cli, "report", "--storage", f"sqlite:///{tmp_path / 'absent.db'}", "--out", tmp_path / "r.html")
     assert result.exit_code == StudyNotFoundError.exit_code
     assert result.stderr.startswith("Error: no study database at")
+
+
+def test_the_export_record_round_trips_and_reads_foreign_values_as_unknown():
+    study = optuna.create_study()
+    ExportRecord(path="/models/best", trial=7, test_accuracy=0.9876, test_loss=0.04, exported_at="2026-12-01T13:00:00+00:00").save(study)
+    assert ExportRecord.of_study(study.user_attrs) == ExportRecord(
+        path="/models/best", trial=7, test_accuracy=0.9876, test_loss=0.04, exported_at="2026-12-01T13:00:00+00:00"
+    )
+    # Another client of the database may have written anything JSON holds.
+    study.set_user_attr(EXPORT_ATTR, {"path": "/m", "trial": True, "test_accuracy": "0.9", "test_loss": None})
+    assert ExportRecord.of_study(study.user_attrs) == ExportRecord(path="/m", trial=None, test_accuracy=None, test_loss=None)
+    assert ExportRecord.of_study(optuna.create_study().user_attrs) is None
+    study.set_user_attr(EXPORT_ATTR, {"trial": 3})
+    with pytest.raises(ValueError, match="unreadable"):
+        ExportRecord.of_study(study.user_attrs)

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.data import FinalData, load_final_data
 from tuner.errors import ConfigError, ExportError, StorageError, StudyNotFoundError
-from tuner.exportmeta import METADATA_FILE, ExportMetadata, ModelInput
+from tuner.exportmeta import METADATA_FILE, ExportMetadata, ExportRecord, ModelInput
 from tuner.pareto import best_within_budget
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     import keras
 
 __all__ = [
-    "EXPORT_ATTR",
     "METADATA_FILE",
     "MODEL_FILE",
     "EpochProgress",
@@ -54,7 +53,6 @@ __all__ = [
     "export_best",
 ]
 
-EXPORT_ATTR = "export"  # study user attribute recording the latest export
 _EVAL_BATCH = 2048
 
 
@@ -503,15 +501,11 @@ def _write_json(path: Path, metadata: ExportMetadata) -> None:
 
 
 def _record(study: optuna.Study, target: Path, trial_number: int, test: dict[str, Any], when: str) -> None:
-    record = {
-        "path": str(target.resolve()),
-        "trial": trial_number,
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "exported_at": when,
-    }
+    record = ExportRecord(
+        path=str(target.resolve()), trial=trial_number, test_accuracy=test["accuracy"], test_loss=test["loss"], exported_at=when
+    )
     try:
-        study.set_user_attr(EXPORT_ATTR, record)
+        record.save(study)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise StorageError(f"the export was written to {target}, but recording it in the study failed: {exc}") from None
 

@@ -1,4 +1,7 @@
-"""model.json: what an export says about its model, written by ``export-best`` and read by ``predict``.
+"""What an export records: model.json beside the model, and the study's note of its latest export.
+
+model.json is written by ``export-best`` and read by ``predict``; the study's note (``ExportRecord``,
+the study user attribute ``EXPORT_ATTR``) is written by ``export-best`` and read by ``report``.
 
 The record is the one owner of the file's layout. ``predict`` needs more than the Keras model: which
 kind of input the model was trained on (MNIST-style digits, a table, an image folder), the class
@@ -9,17 +12,23 @@ of another format version or inconsistent with its model is refused rather than 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import ModelError
 from tuner.studyfile import FAMILIES
 
-__all__ = ["FORMAT", "METADATA_FILE", "ModelInput", "ExportMetadata"]
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["FORMAT", "METADATA_FILE", "EXPORT_ATTR", "ModelInput", "ExportMetadata", "ExportRecord", "finite_number"]
 
 FORMAT = "tuner-export/2"
 METADATA_FILE = "model.json"
+EXPORT_ATTR = "export"  # the study user attribute holding its latest export's ExportRecord
 _KINDS = ("mnist", "table", "images")
 
 
@@ -176,3 +185,56 @@ def _list(values: Any) -> list[Any] | None:
 
 def _tuple(values: Any, kind: type) -> tuple[Any, ...] | None:
     return None if values is None else tuple(kind(value) for value in values)
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """The study's note of its latest export: where the model was saved, from which trial, how it scored.
+
+    Kept in the study (``EXPORT_ATTR``) so that a report of the study finds its final model. Read
+    defensively: a figure that is not a finite number reads as None, since the attribute is plain JSON
+    any client of the database may have written.
+    """
+
+    path: str
+    trial: int | None
+    test_accuracy: float | None
+    test_loss: float | None
+    exported_at: str = ""
+
+    def save(self, study: optuna.Study) -> None:
+        study.set_user_attr(
+            EXPORT_ATTR,
+            {
+                "path": self.path,
+                "trial": self.trial,
+                "test_accuracy": self.test_accuracy,
+                "test_loss": self.test_loss,
+                "exported_at": self.exported_at,
+            },
+        )
+
+    @classmethod
+    def of_study(cls, user_attrs: Mapping[str, Any]) -> ExportRecord | None:
+        """The record in a study's user attributes; None before the first export.
+
+        Raises ``ValueError`` (its message says what is wrong) for a record that names no model directory.
+        """
+        value = user_attrs.get(EXPORT_ATTR)
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not value.get("path"):
+            raise ValueError(f"the study's export record is unreadable ({type(value).__name__} without a path)")
+        trial = value.get("trial")
+        return cls(
+            path=str(value["path"]),
+            trial=trial if isinstance(trial, int) and not isinstance(trial, bool) else None,
+            test_accuracy=finite_number(value.get("test_accuracy")),
+            test_loss=finite_number(value.get("test_loss")),
+            exported_at=str(value.get("exported_at", "")),
+        )
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite JSON number (not a bool); None otherwise."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None

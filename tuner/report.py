@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH, accuracy_over_time_figure, accuracy_per_epoch_figure
 from tuner.errors import ConfigError
+from tuner.exportmeta import METADATA_FILE, ExportRecord, finite_number
 from tuner.pareto import pareto_trials
 from tuner.provenance import StudyProvenance
 from tuner.records import BASELINE_ATTR, BEST_EPOCH_ATTR, EPOCHS_TRAINED_ATTR, N_PARAMS_ATTR, TRAIN_SECONDS_ATTR, VAL_ACCURACY_ATTR
@@ -267,12 +267,12 @@ _MODEL_JSON_KEYS = {
 
 @dataclass(frozen=True)
 class _ExportView:
-    """The export job's record (study user attr "export") and its model.json, read defensively."""
+    """The study's ExportRecord and the model.json it points to, read defensively."""
 
     found: bool
     problem: str | None = None
     path: str | None = None
-    trial: Any = None
+    trial: int | None = None
     test_accuracy: float | None = None
     test_loss: float | None = None
     confusion_matrix: Any = None
@@ -280,14 +280,14 @@ class _ExportView:
 
     @classmethod
     def from_study(cls, study: optuna.Study) -> _ExportView:
-        record = study.user_attrs.get("export")
+        try:
+            record = ExportRecord.of_study(study.user_attrs)
+        except ValueError as exc:
+            return cls(found=False, problem=str(exc))
         if record is None:
             return cls(found=False, problem="no final model yet; 'tuner export-best' trains the best trial and scores it on the test set")
-        if not isinstance(record, dict) or not record.get("path"):
-            return cls(found=False, problem=f"the study's export record is unreadable ({type(record).__name__} without a path)")
-        path, trial = str(record["path"]), record.get("trial")
-        test_accuracy, test_loss = _number(record.get("test_accuracy")), _number(record.get("test_loss"))
-        model_json = Path(path) / "model.json"
+        path, trial, test_accuracy, test_loss = record.path, record.trial, record.test_accuracy, record.test_loss
+        model_json = Path(path) / METADATA_FILE
         try:
             details = json.loads(model_json.read_text(encoding="utf-8"))
             problem = None if isinstance(details, dict) else f"{model_json} does not hold a JSON object"
@@ -334,12 +334,8 @@ def _lookup(details: dict, key: str) -> Any:
 
 
 def _first_number(value: Any, fallback: float | None) -> float | None:
-    number = _number(value)
+    number = finite_number(value)
     return fallback if number is None else number
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def _matrix_section(matrix: Any) -> _Section:
@@ -347,7 +343,7 @@ def _matrix_section(matrix: Any) -> _Section:
     valid = (
         isinstance(matrix, list)
         and len(matrix) > 0
-        and all(isinstance(row, list) and len(row) == len(matrix) and all(_number(v) is not None for v in row) for row in matrix)
+        and all(isinstance(row, list) and len(row) == len(matrix) and all(finite_number(v) is not None for v in row) for row in matrix)
     )
     if not valid:
         return _Section(title, note="model.json holds no square numeric confusion_matrix")
@@ -371,10 +367,10 @@ def _history_section(history: Any) -> _Section:
     epochs = [entry for entry in history if isinstance(entry, dict)] if isinstance(history, list) else []
     series: dict[str, list[tuple[float, float]]] = {}
     for index, entry in enumerate(epochs):
-        epoch = _number(entry.get("epoch"))
+        epoch = finite_number(entry.get("epoch"))
         x = epoch if epoch is not None else index + 1
         for key, value in entry.items():
-            if key != "epoch" and _number(value) is not None:
+            if key != "epoch" and finite_number(value) is not None:
                 series.setdefault(key, []).append((x, value))
     if not series:
         return _Section(title, note="model.json holds no per-epoch history")
