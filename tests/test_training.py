@@ -121,3 +121,31 @@ def test_successive_halving_lets_a_trial_behind_at_epoch_27_finish_where_optunas
     behind = study.ask({"epochs": optuna.distributions.IntDistribution(30, 30)})
     behind.report(0.5, 1)
     assert behind.should_prune()  # the rungs below still judge
+
+
+def _reporting(values: list[float]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        params={"epochs": 30},
+        distributions={"epochs": optuna.distributions.IntDistribution(1, 100)},
+        intermediate_values=dict(enumerate(values, start=1)),
+        state=optuna.trial.TrialState.RUNNING,
+    )
+
+
+@pytest.mark.parametrize("kind", ["successive_halving", "hyperband", "median"])
+def test_pruner_patience_holds_off_until_the_best_loss_so_far_stops_improving(kind, monkeypatch):
+    # The values a trial reports are its best loss so far, which never gets worse: Optuna's PatientPruner,
+    # which waits for a worse value, would never prune such a trial.
+    monkeypatch.setattr(optuna.pruners.SuccessiveHalvingPruner, "prune", lambda self, study, trial: True)
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: True)
+    pruner = make_pruner(PrunerSpec(kind=kind, min_resource=1, reduction_factor=3, patience=2), max_epochs=30)
+    if kind == "hyperband":
+        assert isinstance(pruner, optuna.pruners.HyperbandPruner)  # TPE still models each bracket apart
+    study = optuna.create_study()
+    assert not pruner.prune(study, _reporting([0.5, 0.4, 0.3, 0.2]))  # improving
+    assert not pruner.prune(study, _reporting([0.5, 0.3, 0.3]))  # one epoch without improvement
+    assert pruner.prune(study, _reporting([0.5, 0.3, 0.3, 0.3]))  # two
+    assert not pruner.prune(study, _reporting([0.3, 0.3]))  # too few epochs to tell
+    maximizing = optuna.create_study(direction="maximize")
+    assert not pruner.prune(maximizing, _reporting([0.5, 0.6, 0.7]))
+    assert pruner.prune(maximizing, _reporting([0.5, 0.7, 0.7, 0.7]))

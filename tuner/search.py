@@ -27,6 +27,8 @@ __all__ = [
     "share_of_epoch_budget",
     "BudgetedHalvingPruner",
     "BudgetedHyperbandPruner",
+    "StallGatedPruner",
+    "has_stalled",
     "decides_at",
     "TrialSeededSampler",
     "make_sampler",
@@ -188,14 +190,46 @@ def make_pruner(spec: PrunerSpec, *, max_epochs: int) -> optuna.pruners.BasePrun
     if spec.kind == "none":
         return optuna.pruners.NopPruner()
     if spec.kind == "hyperband":
-        pruner = BudgetedHyperbandPruner(min_resource=spec.min_resource, max_resource=max_epochs, reduction_factor=spec.reduction_factor)
-    elif spec.kind == "successive_halving":
+        # Patience inside, not a wrapper around it: TPE must still see a HyperbandPruner.
+        return BudgetedHyperbandPruner(
+            min_resource=spec.min_resource, max_resource=max_epochs, reduction_factor=spec.reduction_factor, patience=spec.patience
+        )
+    if spec.kind == "successive_halving":
         pruner = BudgetedHalvingPruner(min_resource=spec.min_resource, reduction_factor=spec.reduction_factor)
     else:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps)
-    if spec.patience:
-        pruner = optuna.pruners.PatientPruner(pruner, patience=spec.patience)
-    return pruner
+    return StallGatedPruner(pruner, patience=spec.patience) if spec.patience else pruner
+
+
+def has_stalled(study: optuna.Study, trial: FrozenTrial, *, patience: int) -> bool:
+    """Whether the trial's best value has not improved over its last ``patience`` epochs.
+
+    Optuna's PatientPruner asks instead whether the last epochs were *worse* than the best before them;
+    a trial here reports its best value so far (training.EpochMonitor), which never gets worse, so
+    that pruner would never let the pruner it wraps act.
+    """
+    values = [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
+    if len(values) <= patience:
+        return False
+    pick = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
+    earlier = [v for v in values[:-patience] if not math.isnan(v)]
+    recent = [v for v in values[-patience:] if not math.isnan(v)]
+    if not earlier or not recent:
+        return False
+    return pick(earlier) == pick(earlier + recent)
+
+
+class StallGatedPruner(optuna.pruners.BasePruner):
+    """``[pruner] patience``: a trial is pruned only when its pruner says so *and* it has stalled
+    (``has_stalled``). The wrapped pruner is asked at every epoch all the same, so that an improving
+    trial still sets the bar at a halving rung."""
+
+    def __init__(self, wrapped: optuna.pruners.BasePruner, *, patience: int) -> None:
+        self._wrapped = wrapped
+        self._patience = patience
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self._wrapped.prune(study, trial) and has_stalled(study, trial, patience=self._patience)
 
 
 def decides_at(trial: FrozenTrial, *, reduction_factor: int) -> bool:
@@ -227,14 +261,17 @@ class BudgetedHalvingPruner(optuna.pruners.SuccessiveHalvingPruner):
 
 class BudgetedHyperbandPruner(optuna.pruners.HyperbandPruner):
     """Hyperband whose brackets judge a trial only where ``decides_at`` allows. A subclass, not a wrapper:
-    TPE models each bracket's trials apart only when the study's pruner is a ``HyperbandPruner``."""
+    TPE models each bracket's trials apart only when the study's pruner is a ``HyperbandPruner``, so
+    ``patience`` (as ``StallGatedPruner``) is applied in here rather than around it."""
 
-    def __init__(self, *, min_resource: int, max_resource: int, reduction_factor: int) -> None:
+    def __init__(self, *, min_resource: int, max_resource: int, reduction_factor: int, patience: int = 0) -> None:
         super().__init__(min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction_factor)
         self._factor = reduction_factor
+        self._patience = patience
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        return decides_at(trial, reduction_factor=self._factor) and super().prune(study, trial)
+        judged = decides_at(trial, reduction_factor=self._factor) and super().prune(study, trial)
+        return judged and (not self._patience or has_stalled(study, trial, patience=self._patience))
 
 
 def portfolio_params(spec: StudySpec) -> list[tuple[PortfolioEntry, dict[str, Any]]]:
