@@ -25,7 +25,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=None, help="trials per arm (default 12 quick, 50 full)")
     p.add_argument("--train-limit", type=int, default=None, help="training samples used (default 3000 quick, all full)")
     p.add_argument("--pruner", default=None, help="pruner kind instead of the default study's (median, hyperband, successive_halving)")
-    p.add_argument("--pruner-patience", type=int, default=None, help="[pruner] patience: prune only trials whose best loss has not improved for this many epochs")
+    p.add_argument(
+        "--pruner-patience", type=int, default=None, help="[pruner] patience: prune only a trial whose best loss stalled this many epochs"
+    )
     args = p.parse_args()
     start_tensorflow(args.threads)
     trials = args.trials or (12 if args.quick else 50)
