@@ -13,7 +13,7 @@ from tests.helpers import MNIST_SMALL, TINY_STUDY, invoke, objective_value
 from tuner.convergence import estimate_convergence
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.pareto import best_within_budget, pareto_front
-from tuner.records import trained_params
+from tuner.records import EPOCH_BUDGET_ATTR, PORTFOLIO_ATTR, WARM_START_ATTR, epoch_budget, trained_params
 from tuner.studyfile import Choice, Fixed, FloatRange, IntRange, ParamSpec
 from tuner.warmstart import enqueue_warm_start, warm_start_params
 
@@ -106,10 +106,25 @@ def test_enqueue_warm_start_takes_the_top_k_of_another_study(tmp_path):
     result = enqueue_warm_start(study=new, space=space, source_storage_url=url, source_study_name="old", top_k=2)
     assert result.source_trials == (1, 2) and result.enqueued == 2
     waiting = new.get_trials(states=(TrialState.WAITING,))
-    assert [t.user_attrs["warm_start_from"] for t in waiting] == ["old#1", "old#2"]
+    assert [t.user_attrs[WARM_START_ATTR] for t in waiting] == ["old#1", "old#2"]
     assert waiting[0].system_attrs["fixed_params"] == {"units": 256, "optimizer": "adam", "learning_rate": 1e-3}
     with pytest.raises(StudyNotFoundError):
         enqueue_warm_start(study=new, space=space, source_storage_url=url, source_study_name="missing", top_k=2)
+
+
+def test_a_warm_started_lead_trains_the_new_studys_whole_budget_as_a_searched_trial(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    lead = _trial(0.1, 1, 1, units=512)
+    lead.set_user_attr(PORTFOLIO_ATTR, "keras-mlp")
+    lead.set_user_attr(EPOCH_BUDGET_ATTR, 10)  # the old study's lead trained a third of its budget
+    _study([lead], name="old", storage=url)
+    new = optuna.create_study(study_name="new", storage=url)
+    space: dict[str, ParamSpec] = {"units": IntRange(16, 1024, log=True), "optimizer": Choice(("adam", "sgd"))}
+    enqueue_warm_start(study=new, space=space, source_storage_url=url, source_study_name="old", top_k=1)
+    (waiting,) = new.get_trials(states=(TrialState.WAITING,))
+    # No budget cut (so epoch_budget() is None: the whole budget) and no portfolio mark (so the pruner may stop it).
+    assert waiting.user_attrs == {WARM_START_ATTR: "old#0"}
+    assert epoch_budget(waiting.user_attrs) is None
 
 
 # --- the same features through the CLI, on the committed fixture ---------------------------------
@@ -174,7 +189,7 @@ def test_warm_start_from_another_study(cli, trained_study, tiny_study_file, tmp_
     assert "warm start: enqueued the 2 best configurations" in result.stderr
     source = sorted(optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.COMPLETE,)), key=objective_value)[:2]
     trials = optuna.load_study(study_name="warm", storage=new_url).get_trials()
-    assert [t.user_attrs.get("warm_start_from") for t in trials[:2]] == [f"{name}#{t.number}" for t in source]
+    assert [t.user_attrs.get(WARM_START_ATTR) for t in trials[:2]] == [f"{name}#{t.number}" for t in source]
     assert trials[0].params == source[0].params
     assert len(trials) == 3  # the portfolio and baselines follow, within the total
     missing = invoke(

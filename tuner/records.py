@@ -18,6 +18,7 @@ __all__ = [
     "DIVERGED_ATTR",
     "PORTFOLIO_ATTR",
     "BASELINE_ATTR",
+    "WARM_START_ATTR",
     "EPOCH_BUDGET_ATTR",
     "FAIL_REASON_ATTR",
     "VAL_LOSS_ATTR",
@@ -39,6 +40,7 @@ EPOCH_LOG_ATTR = "epoch_log"  # one entry per finished epoch, written as the epo
 DIVERGED_ATTR = "diverged"  # why a pruned trial's training diverged (NaN or infinite loss)
 PORTFOLIO_ATTR = "portfolio"  # the portfolio configuration a trial runs (tuner.search.PORTFOLIO)
 BASELINE_ATTR = "baseline"  # true for the tutorial's baseline configurations
+WARM_START_ATTR = "warm_start_from"  # "study#trial": the other study's trial a warm-started trial repeats
 # Epochs a trial trains, its schedule annealed over them, when fewer than its ``epochs`` parameter (set
 # when it is queued: the portfolio's quick lead); ``trained_params`` is what it trained.
 EPOCH_BUDGET_ATTR = "epoch_budget"

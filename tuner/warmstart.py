@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 
 from tuner.errors import ConfigError
+from tuner.records import WARM_START_ATTR
 from tuner.storage import load_study
 from tuner.studyfile import Choice, Fixed, ParamSpec, fit_into_range
 from tuner.trials import ranked_by_value
@@ -60,5 +61,5 @@ def enqueue_warm_start(
         if params in seen:
             continue
         seen.append(params)
-        study.enqueue_trial(params, user_attrs={"warm_start_from": f"{source.study_name}#{trial.number}"})
+        study.enqueue_trial(params, user_attrs={WARM_START_ATTR: f"{source.study_name}#{trial.number}"})
     return WarmStart(source_study=source.study_name, source_trials=tuple(t.number for t in best), enqueued=len(seen))
