@@ -22,6 +22,9 @@ Two modes:
                   accuracy; with --export, ``tuner export-best`` then trains the tuner arm's best
                   trial and scores it once on the test set
 
+Each run also records the trial of its best epoch and that trial's parameters (``best_trial``,
+``best_params``), so a result can be explained after the run's working directory is gone.
+
     python -m benchmarks.time_to_accuracy --mode first --seeds 0,1,2 --cap 600
     python -m benchmarks.time_to_accuracy --mode budget --budget 900 --export
     python -m benchmarks.time_to_accuracy --mode budget --budget 300 --data mnist1d.csv --target 0.7
@@ -118,16 +121,17 @@ def summarize(epochs: list[dict[str, Any]], *, launched: float, limit: float, ta
     """Score one run from its epochs ({time, val_accuracy, trial}): the first at the target, the best within the limit."""
     within = sorted((e for e in epochs if e["time"] - launched <= limit), key=lambda e: e["time"])
     reached = next((e["time"] - launched for e in within if e["val_accuracy"] >= target), None)
-    best, timeline = 0.0, []
+    best, best_trial, timeline = 0.0, None, []
     for event in within:
         if event["val_accuracy"] > best:
-            best = event["val_accuracy"]
+            best, best_trial = event["val_accuracy"], event["trial"]
             timeline.append([round(event["time"] - launched, 1), round(best, 4)])
     return {
         "seconds_to_target": None if reached is None else round(reached, 1),
         "best_accuracy": round(best, 4),
         "epochs": len(within),
         "trials": len({e["trial"] for e in within}),
+        "best_trial": best_trial,
         "best_so_far": timeline,
     }
 
@@ -138,11 +142,13 @@ def run_arm(arm: str, args, *, seed: int, limit: float, workdir: Path) -> dict[s
         command = [sys.executable, "-m", "tuner", "run", "--timeout", f"{limit:g}", "--data", str(Path(args.data).resolve())]
         command += ["--seed", str(seed)] if seed else []
         read: Callable[[], list[dict[str, Any]]] = functools.partial(tuner_epochs, workdir / "tuner.db")
+        params_of: Callable[[Any], dict[str, Any] | None] = functools.partial(tuner_params, workdir / "tuner.db")
     else:
         events = workdir / "events.jsonl"
         command = [sys.executable, "-m", "benchmarks.time_to_accuracy", "--child", arm, "--events", str(events)]
         command += ["--data", str(Path(args.data).resolve()), "--seed", str(seed), "--threads", str(args.threads)]
         read = functools.partial(rival_epochs, events)
+        params_of = functools.partial(rival_params, events)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNER_")}
     env.update(TUNER_ENV_FILE="", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     print(f"[time_to_accuracy] {arm} seed {seed}: up to {limit:.0f} s", file=sys.stderr, flush=True)
@@ -157,6 +163,7 @@ def run_arm(arm: str, args, *, seed: int, limit: float, workdir: Path) -> dict[s
         finally:
             _stop(child)
     result = summarize(read(), launched=launched, limit=limit, target=args.target)
+    result["best_params"] = params_of(result["best_trial"])  # what won, so a run can be explained afterwards
     result.update(seed=seed, exit_code=child.returncode, command=" ".join(command[1:]) if arm == "tuner" else arm)
     if not result["epochs"]:
         result["log_tail"] = (workdir / "arm.log").read_text(errors="replace")[-2000:]
@@ -198,11 +205,31 @@ def tuner_epochs(database: Path) -> list[dict[str, Any]]:
     return epochs
 
 
-def rival_epochs(path: Path) -> list[dict[str, Any]]:
+def tuner_params(database: Path, number: int | None) -> dict[str, Any] | None:
+    """The parameters of the study's trial ``number`` (read after the run has stopped)."""
+    import optuna
+
+    if number is None or not database.exists():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{database}")
+    return next((dict(t.params) for t in study.get_trials(deepcopy=False) if t.number == number), None)
+
+
+def rival_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     lines = path.read_text().splitlines()
     return [json.loads(line) for line in lines if line.endswith("}")]  # a line cut by the stop is skipped
+
+
+def rival_epochs(path: Path) -> list[dict[str, Any]]:
+    return [event for event in rival_events(path) if "val_accuracy" in event]
+
+
+def rival_params(path: Path, trial: Any) -> dict[str, Any] | None:
+    """The parameters a rival logged as trial ``trial`` began."""
+    return next((event["params"] for event in rival_events(path) if "params" in event and event["trial"] == trial), None)
 
 
 def export_best(args, workdir: Path) -> dict[str, Any]:
@@ -311,6 +338,7 @@ def run_optuna_loop(data, spec, seed: int, log: EpochLog) -> None:
         model, p = build_model(
             trial, spec.space, input_dim=data.input_dim, n_classes=data.n_classes, n_samples=len(data.x_train), training=spec.training
         )
+        log.write(trial=trial.number, params=p)
         callbacks = [epoch_logger(log, lambda: trial.number), PruningCallback(trial, "val_accuracy")]
         model.fit(
             data.x_train,
@@ -382,15 +410,17 @@ def run_kerastuner(data, spec, seed: int, log: EpochLog, *, workdir: Path) -> No
                 )
             return model.fit(*fit_args, batch_size=draw(hp, "batch_size"), callbacks=callbacks, **kwargs)
 
-    current = {"trial": None}
+    current: dict[str, Any] = {"round": 0, "trial": None}
 
     class LoggedHyperband(kt.Hyperband):
         def on_trial_begin(self, trial):
             current["trial"] = trial.trial_id
+            log.write(trial=f"{current['round']}/{trial.trial_id}", params=dict(trial.hyperparameters.values))
             super().on_trial_begin(trial)
 
     stop_early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5)
     for round_ in itertools.count():  # Hyperband ran out of brackets: another round, as a user with time left would
+        current["round"] = round_
         tuner = LoggedHyperband(
             MLP(),
             objective="val_accuracy",

@@ -12,7 +12,7 @@ from benchmarks.db_ceiling_client import STUDY as DB_CEILING_STUDY
 from benchmarks.db_ceiling_client import mlp_parameters, validation_curve
 from benchmarks.run_all import figures
 from benchmarks.storage_scale import EPOCHS, _bookkeeping, _fill, _study
-from benchmarks.time_to_accuracy import judge, summarize, tuner_epochs
+from benchmarks.time_to_accuracy import EpochLog, judge, rival_epochs, rival_params, summarize, tuner_epochs, tuner_params
 from tests.helpers import SERVER_ADMIN_URLS
 from tuner.records import EPOCH_LOG_ATTR, EpochRecord
 
@@ -28,6 +28,7 @@ def test_time_to_accuracy_counts_the_first_epoch_at_the_target_and_nothing_past_
     assert result["best_accuracy"] == 0.9801  # the 98.5% epoch ended after the limit
     assert (result["epochs"], result["trials"]) == (4, 2)
     assert result["best_so_far"] == [[10.0, 0.91], [25.0, 0.975], [55.0, 0.9801]]
+    assert result["best_trial"] == 0
 
 
 def test_time_to_accuracy_reads_the_epochs_trials_trained_not_the_copy_a_queued_retry_holds(tmp_path):
@@ -40,6 +41,23 @@ def test_time_to_accuracy_reads_the_epochs_trials_trained_not_the_copy_a_queued_
     study.enqueue_trial({"x": 0.5}, user_attrs={EPOCH_LOG_ATTR: log})  # the retry, as Optuna's callback copies it
     epochs = tuner_epochs(tmp_path / "tuner.db")
     assert [(e["trial"], e["val_accuracy"]) for e in epochs] == [(0, 0.971), (0, 0.972)]
+
+
+def test_time_to_accuracy_names_the_parameters_of_the_trial_that_won(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'tuner.db'}")
+    study.enqueue_trial({"x": 0.25})
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert tuner_params(tmp_path / "tuner.db", 0) == {"x": 0.25}
+    assert tuner_params(tmp_path / "tuner.db", None) is None
+    events = EpochLog(tmp_path / "events.jsonl")
+    events.write(trial="0/a", params={"units": 64})
+    events.write(trial="0/a", epoch=1, val_accuracy=0.9)
+    events.write(trial="0/b", params={"units": 512})
+    events.write(trial="0/b", epoch=1, val_accuracy=0.95)
+    epochs = rival_epochs(tmp_path / "events.jsonl")  # the parameter lines are not epochs
+    assert [e["val_accuracy"] for e in epochs] == [0.9, 0.95]
+    best = summarize(epochs, launched=epochs[0]["time"] - 1, limit=60, target=0.98)["best_trial"]
+    assert rival_params(tmp_path / "events.jsonl", best) == {"units": 512}
 
 
 def test_time_to_accuracy_reports_a_target_never_reached_as_none():
