@@ -207,12 +207,11 @@ def tuner_epochs(database: Path) -> list[dict[str, Any]]:
 
 def tuner_params(database: Path, number: int | None) -> dict[str, Any] | None:
     """The parameters of the study's trial ``number`` (read after the run has stopped)."""
-    import optuna
+    from tuner.storage import load_study
 
     if number is None or not database.exists():
         return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=None, storage=f"sqlite:///{database}")
+    study = load_study(storage_url=f"sqlite:///{database}", study_name=None)
     return next((dict(t.params) for t in study.get_trials(deepcopy=False) if t.number == number), None)
 
 
@@ -414,8 +413,8 @@ def run_kerastuner(data, spec, seed: int, log: EpochLog, *, workdir: Path) -> No
 
     class LoggedHyperband(kt.Hyperband):
         def on_trial_begin(self, trial):
-            current["trial"] = trial.trial_id
-            log.write(trial=f"{current['round']}/{trial.trial_id}", params=dict(trial.hyperparameters.values))
+            current["trial"] = f"{current['round']}/{trial.trial_id}"  # KerasTuner's ids restart each round
+            log.write(trial=current["trial"], params=dict(trial.hyperparameters.values))
             super().on_trial_begin(trial)
 
     stop_early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=5)
@@ -431,7 +430,7 @@ def run_kerastuner(data, spec, seed: int, log: EpochLog, *, workdir: Path) -> No
             project_name=f"round{round_}",
             overwrite=True,
         )
-        logger = epoch_logger(log, lambda round_=round_: f"{round_}/{current['trial']}")
+        logger = epoch_logger(log, lambda: current["trial"])
         tuner.search(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), callbacks=[stop_early, logger], verbose=0)
 
 
