@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import secrets
+import subprocess
 import sys
 import time
 import warnings
@@ -25,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", message=r"(Fixed parameter .* out of range|Heartbeat of storage|.*is experimental)")
 
 RESULTS = Path(__file__).parent / "results"
+REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = os.environ.get("TUNER_DATA", "/work/shared/data/mnist")
 
 
@@ -141,6 +143,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def code_version(root: Path = REPOSITORY) -> dict[str, Any]:
+    """The commit the benchmark ran from and the tracked files changed since it: a result measured on an
+    edited copy (an experiment with another default) says so itself. None where ``root`` is not a git checkout."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": commit.strip() if commit else None,
+        "changed_files": sorted(line[3:] for line in status.splitlines()) if status is not None else None,
+    }
+
+
 class FreshStorage:
     """A new SQLite file, or a new PostgreSQL database dropped afterwards (its name is generated here, never given)."""
 
@@ -171,7 +192,7 @@ class FreshStorage:
 
 def emit(name: str, result: dict[str, Any], out: Path | None) -> dict[str, Any]:
     """Print the result as JSON on stdout (the benchmark's output) and keep a copy under ``out``."""
-    result = {"benchmark": name, **result, "machine": machine()}
+    result = {"benchmark": name, **result, "machine": machine(), "code": code_version()}
     text = json.dumps(result, indent=2, default=float)
     print(text, flush=True)
     if out is not None:

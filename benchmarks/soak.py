@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import FreshStorage, machine
+from benchmarks.common import FreshStorage, code_version, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 # About a second a trial on the committed MNIST cut: a softmax or one small hidden layer, one or two epochs.
@@ -73,6 +73,7 @@ def main() -> None:
         result = {
             "benchmark": "soak",
             "machine": machine(),
+            "code": code_version(),
             "trials": args.trials,
             "workers": args.workers,
             **run,

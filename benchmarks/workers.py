@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import FreshStorage, machine
+from benchmarks.common import FreshStorage, code_version, machine
 from tuner.records import TRAIN_SECONDS_ATTR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +70,8 @@ def main() -> None:
             for workers in (int(k) for k in args.workers.split(",")):
                 with FreshStorage(backend, args.postgres, Path(folder)) as url:
                     arms.append({"backend": backend, "workers": workers, **_measure(url, workers, args, study_file)})
-    print(
-        json.dumps({"benchmark": "workers", "machine": machine(), "trials": args.trials, "threads": args.threads, "arms": arms}, indent=2)
-    )
+    result = {"benchmark": "workers", "machine": machine(), "code": code_version(), "trials": args.trials, "threads": args.threads}
+    print(json.dumps(result | {"arms": arms}, indent=2))
 
 
 def _measure(url: str, workers: int, args, study_file: Path) -> dict:

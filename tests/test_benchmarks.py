@@ -4,9 +4,12 @@ database-ceiling benchmark audits, summarizes and extrapolates its arms (and run
 
 from __future__ import annotations
 
+import subprocess
+
 import optuna
 import pytest
 
+from benchmarks.common import code_version
 from benchmarks.db_ceiling import audit, ceiling, extrapolate, measure_arm
 from benchmarks.db_ceiling_client import STUDY as DB_CEILING_STUDY
 from benchmarks.db_ceiling_client import mlp_parameters, validation_curve
@@ -244,3 +247,21 @@ def test_db_ceiling_clients_on_postgresql_are_counted_on_the_server(servers, tmp
     assert arm["audit"]["ok"] and arm["audit"]["finished"] == 6
     assert arm["connections"]["server"]["peak"] >= 2  # at least the lock's connection of each client
     assert arm["sql_statement_ms"]["p50"] > 0 and arm["lock_wait_ms"]["max"] >= 0
+
+
+def test_a_result_names_the_commit_it_ran_from_and_the_files_edited_since(tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    for name in ("search.py", "study.toml"):
+        (tmp_path / name).write_text("x\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert code_version(tmp_path) == {"commit": head, "changed_files": []}
+    (tmp_path / "study.toml").write_text("kind = 'hyperband'\n")
+    (tmp_path / "scratch.txt").write_text("not tracked\n")
+    assert code_version(tmp_path) == {"commit": head, "changed_files": ["study.toml"]}
+
+
+def test_a_result_outside_a_checkout_says_its_commit_is_unknown(tmp_path):
+    assert code_version(tmp_path) == {"commit": None, "changed_files": None}
