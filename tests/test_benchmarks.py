@@ -4,6 +4,7 @@ database-ceiling benchmark audits, summarizes and extrapolates its arms (and run
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import optuna
@@ -249,6 +250,10 @@ def test_db_ceiling_clients_on_postgresql_are_counted_on_the_server(servers, tmp
     assert arm["sql_statement_ms"]["p50"] > 0 and arm["lock_wait_ms"]["max"] >= 0
 
 
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+@needs_git
 def test_a_result_names_the_commit_it_ran_from_and_the_files_edited_since(tmp_path):
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
@@ -263,5 +268,7 @@ def test_a_result_names_the_commit_it_ran_from_and_the_files_edited_since(tmp_pa
     assert code_version(tmp_path) == {"commit": head, "changed_files": ["study.toml"]}
 
 
-def test_a_result_outside_a_checkout_says_its_commit_is_unknown(tmp_path):
+@needs_git
+def test_a_result_outside_a_checkout_says_its_commit_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # a temporary folder inside a checkout is still outside
     assert code_version(tmp_path) == {"commit": None, "changed_files": None}
