@@ -190,6 +190,20 @@ class FreshStorage:
         engine.dispose()
 
 
+def write_csv_folder(
+    target: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], *, feature_prefix: str, integer_features: bool = False
+) -> None:
+    """One CSV per split (``train``, ``test``): a column per feature, then ``label``, the folder ``tuner run --data`` reads."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name, (x, y) in splits.items():
+        header = ",".join([*(f"{feature_prefix}{i}" for i in range(x.shape[1])), "label"])
+        table = np.column_stack([x.astype(int) if integer_features else x, y]).astype(object)
+        table[:, -1] = y.astype(int)
+        feature_format = "%d" if integer_features else "%.6f"
+        np.savetxt(target / f"{name}.csv", table, delimiter=",", header=header, comments="", fmt=[feature_format] * x.shape[1] + ["%d"])
+        print(f"{target / f'{name}.csv'}: {len(y)} rows, {x.shape[1]} features, classes {sorted(set(y.tolist()))}")
+
+
 def emit(name: str, result: dict[str, Any], out: Path | None) -> dict[str, Any]:
     """Print the result as JSON on stdout (the benchmark's output) and keep a copy under ``out``."""
     result = {"benchmark": name, **result, "machine": machine(), "code": code_version()}

@@ -17,7 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_csv_folder  # noqa: E402 - after the sys.path line, so the script runs from a checkout
 
 TEST_FRACTION = 0.2
 SEED = 0
@@ -29,12 +30,7 @@ def main(target: Path) -> None:
 
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=TEST_FRACTION, random_state=SEED, stratify=y)
-    target.mkdir(parents=True, exist_ok=True)
-    header = ",".join([*(f"pixel{i}" for i in range(x.shape[1])), "label"])
-    for name, features, labels in (("train", x_train, y_train), ("test", x_test, y_test)):
-        table = np.column_stack([features, labels]).astype(int)
-        np.savetxt(target / f"{name}.csv", table, delimiter=",", header=header, comments="", fmt="%d")
-        print(f"{target / f'{name}.csv'}: {len(labels)} rows, {features.shape[1]} features, classes {sorted(set(labels.tolist()))}")
+    write_csv_folder(target, {"train": (x_train, y_train), "test": (x_test, y_test)}, feature_prefix="pixel", integer_features=True)
 
 
 if __name__ == "__main__":

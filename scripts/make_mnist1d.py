@@ -16,20 +16,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_csv_folder  # noqa: E402 - after the sys.path line, so the script runs from a checkout
 
 
 def main(target: Path) -> None:
     from mnist1d.data import get_dataset_args, make_dataset
 
     data = make_dataset(get_dataset_args())  # the package's defaults, seed 42 among them
-    target.mkdir(parents=True, exist_ok=True)
-    header = ",".join([*(f"x{i}" for i in range(data["x"].shape[1])), "label"])
-    for name, x, y in (("train", data["x"], data["y"]), ("test", data["x_test"], data["y_test"])):
-        table = np.column_stack([x, y]).astype(object)
-        table[:, -1] = y.astype(int)
-        np.savetxt(target / f"{name}.csv", table, delimiter=",", header=header, comments="", fmt=["%.6f"] * x.shape[1] + ["%d"])
-        print(f"{target / f'{name}.csv'}: {len(y)} rows, {x.shape[1]} features, classes {sorted(set(y.tolist()))}")
+    splits = {"train": (data["x"], data["y"]), "test": (data["x_test"], data["y_test"])}
+    write_csv_folder(target, splits, feature_prefix="x")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_csv_folder  # noqa: E402 - after the sys.path line, so the script runs from a checkout
 
 N_TEST = 2_000
 
@@ -37,14 +38,7 @@ def main(target: Path) -> None:
         flip_y=0.02,
         random_state=0,
     )
-    target.mkdir(parents=True, exist_ok=True)
-    header = ",".join([*(f"x{i}" for i in range(x.shape[1])), "label"])
-    splits = (("train", x[:-N_TEST], y[:-N_TEST]), ("test", x[-N_TEST:], y[-N_TEST:]))
-    for name, features, labels in splits:
-        table = np.column_stack([features, labels]).astype(object)
-        table[:, -1] = labels.astype(int)
-        np.savetxt(target / f"{name}.csv", table, delimiter=",", header=header, comments="", fmt=["%.6f"] * x.shape[1] + ["%d"])
-        print(f"{target / f'{name}.csv'}: {len(labels)} rows, {features.shape[1]} features, classes {sorted(set(labels.tolist()))}")
+    write_csv_folder(target, {"train": (x[:-N_TEST], y[:-N_TEST]), "test": (x[-N_TEST:], y[-N_TEST:])}, feature_prefix="x")
 
 
 if __name__ == "__main__":
