@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections import Counter
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 from tests.helpers import TRAINING_HISTORY, confusion, invoke, make_study, objective_value, sqlite_file, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.exportmeta import EXPORT_ATTR, ExportRecord
+from tuner.exportmeta import EXPORT_ATTR, METADATA_FILE, ExportMetadata, ExportRecord, FinalModelFigures, ModelInput, TestScore
 from tuner.report import TOP_TRIALS, build_report
 from tuner.storage import load_study
 
@@ -125,17 +126,10 @@ def test_a_single_completed_trial(tmp_path):
     assert top_table_trial_numbers(result.path.read_text()) == [0]
 
 
-@pytest.mark.parametrize(
-    "layout",
-    [
-        {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": TRAINING_HISTORY},
-        {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": TRAINING_HISTORY}},
-    ],
-    ids=["flat", "nested"],
-)
-def test_final_model_section(tmp_path, layout):
+def test_final_model_section(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = make_study(url, complete=4)
+    layout = {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": TRAINING_HISTORY}}
     write_export(study, tmp_path / "model", layout)
     result = build_report(storage_url=url, out=tmp_path / "report.html")
     page = result.path.read_text()
@@ -155,13 +149,13 @@ def test_final_model_section(tmp_path, layout):
         ("{not json", "default", "model.json is unreadable", 0.9123),
         ([1, 2, 3], "default", "model.json does not hold a JSON object", 0.9123),
         (
-            {"confusion_matrix": [[1, 2], [3]], "history": TRAINING_HISTORY},
+            {"test": {"confusion_matrix": [[1, 2], [3]]}, "training": {"history": TRAINING_HISTORY}},
             "default",
             "Confusion matrix (test set): model.json holds no square numeric",
             0.9123,
         ),
         (
-            {"test_accuracy": "high", "confusion_matrix": confusion(), "history": "none"},
+            {"test": {"accuracy": "high", "confusion_matrix": confusion()}, "training": {"history": "none"}},
             "default",
             "Final model training curves: model.json holds no per-epoch",
             0.9123,
@@ -242,3 +236,28 @@ def test_the_export_record_round_trips_and_reads_foreign_values_as_unknown():
     study.set_user_attr(EXPORT_ATTR, {"trial": 3})
     with pytest.raises(ValueError, match="unreadable"):
         ExportRecord.of_study(study.user_attrs)
+
+
+def test_model_json_round_trips_and_the_report_reads_what_export_best_writes(tmp_path):
+    score = TestScore(loss=0.05, accuracy=0.987, n_samples=4, confusion_matrix=[[2, 0], [0, 2]])
+    metadata = ExportMetadata(
+        study_name="s",
+        storage="",
+        trial_number=3,
+        selected="best",
+        params={"units": 8},
+        trial={"val_loss": 0.06},
+        test=score,
+        training={"epochs": 3},
+        history=TRAINING_HISTORY,
+        data={"dataset": "mnist"},
+        model_input=ModelInput(kind="mnist", input_dim=4, n_classes=2, class_names=("a", "b")),
+    )
+    metadata.write(tmp_path / METADATA_FILE)
+
+    assert ExportMetadata.from_dir(tmp_path) == metadata
+    document = json.loads((tmp_path / METADATA_FILE).read_text())
+    assert FinalModelFigures.of_document(document) == FinalModelFigures(
+        test_accuracy=0.987, test_loss=0.05, confusion_matrix=[[2, 0], [0, 2]], history=TRAINING_HISTORY
+    )
+    assert FinalModelFigures.of_document({"test": [1], "training": None}) == FinalModelFigures()

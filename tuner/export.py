@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.data import FinalData, load_final_data
 from tuner.errors import ConfigError, ExportError, StorageError, StudyNotFoundError
-from tuner.exportmeta import METADATA_FILE, ExportMetadata, ExportRecord, ModelInput
+from tuner.exportmeta import METADATA_FILE, ExportMetadata, ExportRecord, ModelInput, TestScore
 from tuner.pareto import best_within_budget
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
@@ -251,7 +251,7 @@ def _export_start(job: _Job, storage_url: str, target: Path) -> ExportStart:
 
 
 def _metadata(
-    job: _Job, storage_url: str, *, test: dict[str, Any], history: list[dict[str, float]], train_seconds: float, started_at: str
+    job: _Job, storage_url: str, *, test: TestScore, history: list[dict[str, float]], train_seconds: float, started_at: str
 ) -> ExportMetadata:
     trial, provenance, tuning = job.trial, job.provenance, job.final.tuning
     return ExportMetadata(
@@ -276,8 +276,8 @@ def _metadata(
             "seed": job.seed,
             "seed_source": "the trial's own" if TRIAL_SEED_ATTR in trial.user_attrs else "the study's seed + trial number",
             "seconds": round(train_seconds, 3),
-            "history": history,
         },
+        history=history,
         data={
             "dataset": provenance.dataset,
             "source": tuning.source,
@@ -294,7 +294,7 @@ def _metadata(
     )
 
 
-def _result(job: _Job, test: dict[str, Any], *, target: Path, replaced: bool, wall_seconds: float) -> ExportResult:
+def _result(job: _Job, test: TestScore, *, target: Path, replaced: bool, wall_seconds: float) -> ExportResult:
     trial = job.trial
     return ExportResult(
         study_name=job.study_name,
@@ -303,9 +303,9 @@ def _result(job: _Job, test: dict[str, Any], *, target: Path, replaced: bool, wa
         params=dict(trial.params),
         val_loss=float(trial.value) if trial.value is not None else math.nan,
         val_accuracy=trial.user_attrs.get(VAL_ACCURACY_ATTR),
-        test_loss=test["loss"],
-        test_accuracy=test["accuracy"],
-        n_test=test["n_samples"],
+        test_loss=test.loss,
+        test_accuracy=test.accuracy,
+        n_test=test.n_samples,
         epochs=job.epochs,
         seed=job.seed,
         out=target,
@@ -431,7 +431,7 @@ def _train(job: _Job, *, on_epoch: Callable[[EpochProgress], None] | None) -> tu
     return model, history, seconds
 
 
-def _evaluate(model: keras.Model, final: FinalData) -> dict[str, Any]:
+def _evaluate(model: keras.Model, final: FinalData) -> TestScore:
     """The one look at the test set: cross-entropy (without the L2 penalty, like the objective), accuracy, confusion."""
     probabilities = np.asarray(model.predict(final.x_test, batch_size=_EVAL_BATCH, verbose=0), dtype=np.float64)
     labels = final.y_test
@@ -440,12 +440,12 @@ def _evaluate(model: keras.Model, final: FinalData) -> dict[str, Any]:
     n_classes = final.tuning.n_classes
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    return {
-        "loss": float(-np.log(picked).mean()),
-        "accuracy": float((predicted == labels).mean()),
-        "n_samples": int(len(labels)),
-        "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted class
-    }
+    return TestScore(
+        loss=float(-np.log(picked).mean()),
+        accuracy=float((predicted == labels).mean()),
+        n_samples=int(len(labels)),
+        confusion_matrix=confusion.tolist(),
+    )
 
 
 def _check_target(target: Path, *, force: bool) -> None:
@@ -500,9 +500,9 @@ def _write_json(path: Path, metadata: ExportMetadata) -> None:
     metadata.write(path)
 
 
-def _record(study: optuna.Study, target: Path, trial_number: int, test: dict[str, Any], when: str) -> None:
+def _record(study: optuna.Study, target: Path, trial_number: int, test: TestScore, when: str) -> None:
     record = ExportRecord(
-        path=str(target.resolve()), trial=trial_number, test_accuracy=test["accuracy"], test_loss=test["loss"], exported_at=when
+        path=str(target.resolve()), trial=trial_number, test_accuracy=test.accuracy, test_loss=test.loss, exported_at=when
     )
     try:
         record.save(study)

@@ -1,7 +1,8 @@
 """What an export records: model.json beside the model, and the study's note of its latest export.
 
-model.json is written by ``export-best`` and read by ``predict``; the study's note (``ExportRecord``,
-the study user attribute ``EXPORT_ATTR``) is written by ``export-best`` and read by ``report``.
+model.json is written by ``export-best`` and read by ``predict`` (strictly: ``ExportMetadata``) and by
+``report`` (leniently: ``FinalModelFigures``); the study's note (``ExportRecord``, the study user attribute
+``EXPORT_ATTR``) is written by ``export-best`` and read by ``report``.
 
 The record is the one owner of the file's layout. ``predict`` needs more than the Keras model: which
 kind of input the model was trained on (MNIST-style digits, a table, an image folder), the class
@@ -24,7 +25,17 @@ from tuner.studyfile import FAMILIES
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["FORMAT", "METADATA_FILE", "EXPORT_ATTR", "ModelInput", "ExportMetadata", "ExportRecord", "finite_number"]
+__all__ = [
+    "FORMAT",
+    "METADATA_FILE",
+    "EXPORT_ATTR",
+    "ModelInput",
+    "TestScore",
+    "ExportMetadata",
+    "FinalModelFigures",
+    "ExportRecord",
+    "finite_number",
+]
 
 FORMAT = "tuner-export/2"
 METADATA_FILE = "model.json"
@@ -71,6 +82,19 @@ class ModelInput:
 
 
 @dataclass(frozen=True)
+class TestScore:
+    """The final model's one look at the test set: model.json's "test" section."""
+
+    loss: float  # cross-entropy without the L2 penalty, like the objective
+    accuracy: float
+    n_samples: int
+    confusion_matrix: list[list[int]]  # rows: true class, columns: predicted class
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss, "accuracy": self.accuracy, "n_samples": self.n_samples, "confusion_matrix": self.confusion_matrix}
+
+
+@dataclass(frozen=True)
 class ExportMetadata:
     study_name: str
     storage: str
@@ -78,8 +102,9 @@ class ExportMetadata:
     selected: str  # "best", "chosen" (--trial) or "within-budget" (--max-params / --max-latency-ms)
     params: dict[str, Any]
     trial: dict[str, Any]
-    test: dict[str, Any]
-    training: dict[str, Any]  # epochs, batch size, refit, seed (the trial's own), history
+    test: TestScore
+    training: dict[str, Any]  # epochs, batch size, refit, seed (the trial's own), seconds
+    history: list[dict[str, float]]  # per epoch of the final training: {"epoch": n, metric: value, ...}
     data: dict[str, Any]  # provenance: dataset, source, checksums, split
     model_input: ModelInput
     family: str = "mlp"  # studyfile.FAMILIES: the network the study searched (exports before the field were MLPs)
@@ -98,8 +123,8 @@ class ExportMetadata:
             "family": self.family,
             "params": self.params,
             "trial": self.trial,
-            "test": self.test,
-            "training": self.training,
+            "test": self.test.to_dict(),
+            "training": {**self.training, _HISTORY: self.history},
             "data": {
                 **self.data,
                 "kind": model_input.kind,
@@ -141,6 +166,8 @@ class ExportMetadata:
             )
         try:
             data = dict(document["data"])
+            training = dict(document.get("training") or {})
+            history = list(training.pop(_HISTORY, None) or [])
             model_input = ModelInput(
                 kind=str(data.pop("kind")),
                 input_dim=int(data.pop("input_dim")),
@@ -160,8 +187,9 @@ class ExportMetadata:
                 selected=str(document.get("selected", "")),
                 params=dict(document.get("params") or {}),
                 trial=dict(document.get("trial") or {}),
-                test=dict(document.get("test") or {}),
-                training=dict(document.get("training") or {}),
+                test=_test_score(document["test"]),
+                training=training,
+                history=history,
                 data=data,
                 model_input=model_input,
                 family=str(document.get("family", "mlp")),
@@ -177,6 +205,47 @@ class ExportMetadata:
         if problems:
             raise ModelError(f"{path}: inconsistent: {'; '.join(problems)}")
         return metadata
+
+
+_HISTORY = "history"  # the per-epoch history's key in the "training" section
+
+
+def _test_score(section: Mapping[str, Any]) -> TestScore:
+    return TestScore(
+        loss=float(section["loss"]),
+        accuracy=float(section["accuracy"]),
+        n_samples=int(section["n_samples"]),
+        confusion_matrix=[[int(count) for count in row] for row in section["confusion_matrix"]],
+    )
+
+
+@dataclass(frozen=True)
+class FinalModelFigures:
+    """What a report shows of a model.json, read leniently: a missing or damaged figure reads as None.
+
+    A report of the search must still render when its final model's file is damaged, so nothing here
+    raises; the report says which figure it could not show and why.
+    """
+
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    confusion_matrix: Any = None  # as found; the report checks it is a square numeric matrix
+    history: Any = None  # as found; the report checks it is a list of per-epoch records
+
+    @classmethod
+    def of_document(cls, document: Mapping[str, Any]) -> FinalModelFigures:
+        test, training = _section(document, "test"), _section(document, "training")
+        return cls(
+            test_accuracy=finite_number(test.get("accuracy")),
+            test_loss=finite_number(test.get("loss")),
+            confusion_matrix=test.get("confusion_matrix"),
+            history=training.get(_HISTORY),
+        )
+
+
+def _section(document: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    section = document.get(name)
+    return section if isinstance(section, Mapping) else {}
 
 
 def _list(values: Any) -> list[Any] | None:

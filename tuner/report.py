@@ -25,7 +25,7 @@ from plotly.subplots import make_subplots
 
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH, accuracy_over_time_figure, accuracy_per_epoch_figure
 from tuner.errors import ConfigError
-from tuner.exportmeta import METADATA_FILE, ExportRecord, finite_number
+from tuner.exportmeta import METADATA_FILE, ExportRecord, FinalModelFigures, finite_number
 from tuner.pareto import pareto_trials
 from tuner.provenance import StudyProvenance
 from tuner.records import BASELINE_ATTR, BEST_EPOCH_ATTR, EPOCHS_TRAINED_ATTR, N_PARAMS_ATTR, TRAIN_SECONDS_ATTR, VAL_ACCURACY_ATTR
@@ -256,15 +256,6 @@ def _top_trials_table(study: optuna.Study, complete: list[FrozenTrial]) -> str:
     return f'<table class="trials"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-# Where model.json may keep each value: flat keys first, then the nested layout of tuner/export.py.
-_MODEL_JSON_KEYS = {
-    "test_accuracy": (("test_accuracy",), ("test", "accuracy")),
-    "test_loss": (("test_loss",), ("test", "loss")),
-    "confusion_matrix": (("confusion_matrix",), ("test", "confusion_matrix")),
-    "history": (("history",), ("training", "history")),
-}
-
-
 @dataclass(frozen=True)
 class _ExportView:
     """The study's ExportRecord and the model.json it points to, read defensively."""
@@ -295,15 +286,16 @@ class _ExportView:
             problem = f"{model_json} is {'missing' if isinstance(exc, FileNotFoundError) else f'unreadable ({exc})'}"
         if problem is not None:
             return cls(found=True, path=path, trial=trial, test_accuracy=test_accuracy, test_loss=test_loss, problem=problem)
+        figures = FinalModelFigures.of_document(details)
         # model.json's own figures win over the study's copy of them.
         return cls(
             found=True,
             path=path,
             trial=trial,
-            test_accuracy=_first_number(_lookup(details, "test_accuracy"), test_accuracy),
-            test_loss=_first_number(_lookup(details, "test_loss"), test_loss),
-            confusion_matrix=_lookup(details, "confusion_matrix"),
-            history=_lookup(details, "history"),
+            test_accuracy=test_accuracy if figures.test_accuracy is None else figures.test_accuracy,
+            test_loss=test_loss if figures.test_loss is None else figures.test_loss,
+            confusion_matrix=figures.confusion_matrix,
+            history=figures.history,
         )
 
     def sections(self) -> list[_Section]:
@@ -321,21 +313,6 @@ class _ExportView:
             sections.append(_matrix_section(self.confusion_matrix))
             sections.append(_history_section(self.history))
         return sections
-
-
-def _lookup(details: dict, key: str) -> Any:
-    for path in _MODEL_JSON_KEYS[key]:
-        value: Any = details
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is not None:
-            return value
-    return None
-
-
-def _first_number(value: Any, fallback: float | None) -> float | None:
-    number = finite_number(value)
-    return fallback if number is None else number
 
 
 def _matrix_section(matrix: Any) -> _Section:
