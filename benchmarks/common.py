@@ -155,10 +155,11 @@ def code_version(root: Path = REPOSITORY) -> dict[str, Any]:
         return done.stdout if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # NUL-separated paths: git quotes no name, and a renamed file is listed once, by its new path.
+    changed = git("diff", "--name-only", "-z", "-M", "HEAD") if commit else None
     return {
         "commit": commit.strip() if commit else None,
-        "changed_files": sorted(line[3:] for line in status.splitlines()) if status is not None else None,
+        "changed_files": sorted(path for path in changed.split("\0") if path) if changed is not None else None,
     }
 
 

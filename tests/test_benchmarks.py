@@ -266,6 +266,8 @@ def test_a_result_names_the_commit_it_ran_from_and_the_files_edited_since(tmp_pa
     (tmp_path / "study.toml").write_text("kind = 'hyperband'\n")
     (tmp_path / "scratch.txt").write_text("not tracked\n")
     assert code_version(tmp_path) == {"commit": head, "changed_files": ["study.toml"]}
+    subprocess.run([*git, "mv", "search.py", "a search.py"], check=True)
+    assert code_version(tmp_path) == {"commit": head, "changed_files": ["a search.py", "study.toml"]}
 
 
 @needs_git
