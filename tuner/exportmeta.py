@@ -102,7 +102,7 @@ class ExportMetadata:
     selected: str  # "best", "chosen" (--trial) or "within-budget" (--max-params / --max-latency-ms)
     params: dict[str, Any]
     trial: dict[str, Any]
-    test: TestScore
+    test: TestScore | None  # None when model.json has no "test" section: predict does not need one
     training: dict[str, Any]  # epochs, batch size, refit, seed (the trial's own), seconds
     history: list[dict[str, float]]  # per epoch of the final training: {"epoch": n, metric: value, ...}
     data: dict[str, Any]  # provenance: dataset, source, checksums, split
@@ -123,7 +123,7 @@ class ExportMetadata:
             "family": self.family,
             "params": self.params,
             "trial": self.trial,
-            "test": self.test.to_dict(),
+            "test": None if self.test is None else self.test.to_dict(),
             "training": {**self.training, _HISTORY: self.history},
             "data": {
                 **self.data,
@@ -187,7 +187,7 @@ class ExportMetadata:
                 selected=str(document.get("selected", "")),
                 params=dict(document.get("params") or {}),
                 trial=dict(document.get("trial") or {}),
-                test=_test_score(document["test"]),
+                test=None if document.get("test") is None else _test_score(document["test"]),
                 training=training,
                 history=history,
                 data=data,
