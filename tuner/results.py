@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,13 @@ class RunResult:
         return sum(self.counts.get(state.name, 0) for state in FINISHED_STATES) - self.n_retried
 
 
+def _retry_history(trial: FrozenTrial) -> list[int]:
+    """The trials this one retries (Optuna's heartbeat retry callback records them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # experimental since Optuna 3.0
+        return optuna.storages.RetryFailedTrialCallback.retry_history(trial)
+
+
 @dataclass(frozen=True)
 class Tally:
     """What the trial cap counts. A FAIL trial that was retried (its worker died) is replaced by its retry."""
@@ -100,7 +108,7 @@ class Tally:
 
     @classmethod
     def of(cls, trials: Sequence[FrozenTrial]) -> Tally:
-        retried = frozenset(number for trial in trials for number in trial.system_attrs.get("retry_history", ()))
+        retried = frozenset(number for trial in trials for number in _retry_history(trial))
         return cls(
             finished=sum(1 for t in trials if t.state in FINISHED_STATES and t.number not in retried),
             running=sum(1 for t in trials if t.state == TrialState.RUNNING),
