@@ -367,7 +367,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """An untrained softmax layer: predict only needs a loadable model of the right shape, and its model.json."""
     import keras
 
-    from tuner.exportmeta import ExportMetadata, ModelInput, TestScore
+    from tuner.exportmeta import ExportMetadata, FinalModelScore, ModelInput
 
     path = tmp_path_factory.mktemp("model") / "model.keras"
     inputs = keras.Input((28 * 28,))
@@ -380,7 +380,7 @@ def tiny_model(tmp_path_factory) -> Path:
         selected="best",
         params={},
         trial={},
-        test=TestScore(loss=2.3, accuracy=0.1, n_samples=10, confusion_matrix=[[1] * 10 for _ in range(10)]),
+        test=FinalModelScore(loss=2.3, accuracy=0.1, n_samples=10, confusion_matrix=[[1] * 10 for _ in range(10)]),
         training={},
         history=[],
         data={},

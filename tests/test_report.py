@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from tests.helpers import TRAINING_HISTORY, confusion, invoke, make_study, objective_value, sqlite_file, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
-from tuner.exportmeta import EXPORT_ATTR, METADATA_FILE, ExportMetadata, ExportRecord, FinalModelFigures, ModelInput, TestScore
+from tuner.exportmeta import EXPORT_ATTR, METADATA_FILE, ExportMetadata, ExportRecord, FinalModelFigures, FinalModelScore, ModelInput
 from tuner.report import TOP_TRIALS, build_report
 from tuner.storage import load_study
 
@@ -239,7 +239,7 @@ def test_the_export_record_round_trips_and_reads_foreign_values_as_unknown():
 
 
 def test_model_json_round_trips_and_the_report_reads_what_export_best_writes(tmp_path):
-    score = TestScore(loss=0.05, accuracy=0.987, n_samples=4, confusion_matrix=[[2, 0], [0, 2]])
+    score = FinalModelScore(loss=0.05, accuracy=0.987, n_samples=4, confusion_matrix=[[2, 0], [0, 2]])
     metadata = ExportMetadata(
         study_name="s",
         storage="",

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.data import FinalData, load_final_data
 from tuner.errors import ConfigError, ExportError, StorageError, StudyNotFoundError
-from tuner.exportmeta import METADATA_FILE, ExportMetadata, ExportRecord, ModelInput, TestScore
+from tuner.exportmeta import METADATA_FILE, ExportMetadata, ExportRecord, FinalModelScore, ModelInput
 from tuner.pareto import best_within_budget
 from tuner.predict import MODEL_FILE
 from tuner.provenance import TRIAL_SEED_ATTR, StudyProvenance, recorded_trial_seed
@@ -251,7 +251,7 @@ def _export_start(job: _Job, storage_url: str, target: Path) -> ExportStart:
 
 
 def _metadata(
-    job: _Job, storage_url: str, *, test: TestScore, history: list[dict[str, float]], train_seconds: float, started_at: str
+    job: _Job, storage_url: str, *, test: FinalModelScore, history: list[dict[str, float]], train_seconds: float, started_at: str
 ) -> ExportMetadata:
     trial, provenance, tuning = job.trial, job.provenance, job.final.tuning
     return ExportMetadata(
@@ -294,7 +294,7 @@ def _metadata(
     )
 
 
-def _result(job: _Job, test: TestScore, *, target: Path, replaced: bool, wall_seconds: float) -> ExportResult:
+def _result(job: _Job, test: FinalModelScore, *, target: Path, replaced: bool, wall_seconds: float) -> ExportResult:
     trial = job.trial
     return ExportResult(
         study_name=job.study_name,
@@ -431,7 +431,7 @@ def _train(job: _Job, *, on_epoch: Callable[[EpochProgress], None] | None) -> tu
     return model, history, seconds
 
 
-def _evaluate(model: keras.Model, final: FinalData) -> TestScore:
+def _evaluate(model: keras.Model, final: FinalData) -> FinalModelScore:
     """The one look at the test set: cross-entropy (without the L2 penalty, like the objective), accuracy, confusion."""
     probabilities = np.asarray(model.predict(final.x_test, batch_size=_EVAL_BATCH, verbose=0), dtype=np.float64)
     labels = final.y_test
@@ -440,7 +440,7 @@ def _evaluate(model: keras.Model, final: FinalData) -> TestScore:
     n_classes = final.tuning.n_classes
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    return TestScore(
+    return FinalModelScore(
         loss=float(-np.log(picked).mean()),
         accuracy=float((predicted == labels).mean()),
         n_samples=int(len(labels)),
@@ -500,7 +500,7 @@ def _write_json(path: Path, metadata: ExportMetadata) -> None:
     metadata.write(path)
 
 
-def _record(study: optuna.Study, target: Path, trial_number: int, test: TestScore, when: str) -> None:
+def _record(study: optuna.Study, target: Path, trial_number: int, test: FinalModelScore, when: str) -> None:
     record = ExportRecord(
         path=str(target.resolve()), trial=trial_number, test_accuracy=test.accuracy, test_loss=test.loss, exported_at=when
     )

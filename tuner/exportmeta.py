@@ -30,7 +30,7 @@ __all__ = [
     "METADATA_FILE",
     "EXPORT_ATTR",
     "ModelInput",
-    "TestScore",
+    "FinalModelScore",
     "ExportMetadata",
     "FinalModelFigures",
     "ExportRecord",
@@ -82,7 +82,7 @@ class ModelInput:
 
 
 @dataclass(frozen=True)
-class TestScore:
+class FinalModelScore:
     """The final model's one look at the test set: model.json's "test" section."""
 
     loss: float  # cross-entropy without the L2 penalty, like the objective
@@ -102,7 +102,7 @@ class ExportMetadata:
     selected: str  # "best", "chosen" (--trial) or "within-budget" (--max-params / --max-latency-ms)
     params: dict[str, Any]
     trial: dict[str, Any]
-    test: TestScore | None  # None when model.json has no "test" section: predict does not need one
+    test: FinalModelScore | None  # None when model.json has no "test" section: predict does not need one
     training: dict[str, Any]  # epochs, batch size, refit, seed (the trial's own), seconds
     history: list[dict[str, float]]  # per epoch of the final training: {"epoch": n, metric: value, ...}
     data: dict[str, Any]  # provenance: dataset, source, checksums, split
@@ -210,8 +210,8 @@ class ExportMetadata:
 _HISTORY = "history"  # the per-epoch history's key in the "training" section
 
 
-def _test_score(section: Mapping[str, Any]) -> TestScore:
-    return TestScore(
+def _test_score(section: Mapping[str, Any]) -> FinalModelScore:
+    return FinalModelScore(
         loss=float(section["loss"]),
         accuracy=float(section["accuracy"]),
         n_samples=int(section["n_samples"]),
