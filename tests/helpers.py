@@ -220,6 +220,9 @@ TRAINING_HISTORY = [
     {"epoch": 3, "loss": 0.4, "accuracy": 0.88},
 ]
 
+# The figures a report shows of a model.json, in the layout export-best writes (tuner.exportmeta).
+EXPORTED_FIGURES = {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": TRAINING_HISTORY}}
+
 
 # --- docker-compose.yml as compose reads it, and the services it starts (tests/test_compose.py, test_kubernetes.py) ---
 

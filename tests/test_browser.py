@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TRAINING_HISTORY, confusion, invoke, make_study, piped, write_export
+from tests.helpers import EXPORTED_FIGURES, invoke, make_study, piped, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.storage import load_study
 
@@ -214,7 +214,7 @@ def test_report_renders_offline_in_chromium(browser, trained_study, cli, tmp_pat
 def test_report_edge_cases_in_chromium(browser, cli, tmp_path):
     with_export = f"sqlite:///{tmp_path / 'exported.db'}"
     study = make_study(with_export, complete=8, pruned=3, failed=1)
-    write_export(study, tmp_path / "model", {"test_accuracy": 0.9801, "confusion_matrix": confusion(), "history": TRAINING_HISTORY})
+    write_export(study, tmp_path / "model", EXPORTED_FIGURES)
     assert invoke(cli, "report", "--storage", with_export, "--out", tmp_path / "exported.html").exit_code == 0
     page = check_report_page(browser, tmp_path / "exported.html", tmp_path / "report-exported.png")
     assert page["headings"][-3:] == ["Final model", "Confusion matrix (test set)", "Final model training curves"]

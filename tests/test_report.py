@@ -12,7 +12,7 @@ import plotly.offline
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import TRAINING_HISTORY, confusion, invoke, make_study, objective_value, sqlite_file, write_export
+from tests.helpers import EXPORTED_FIGURES, TRAINING_HISTORY, confusion, invoke, make_study, objective_value, sqlite_file, write_export
 from tuner.curves import ACCURACY_OVER_TIME, ACCURACY_PER_EPOCH
 from tuner.errors import ConfigError, StudyNotFoundError
 from tuner.exportmeta import EXPORT_ATTR, METADATA_FILE, ExportMetadata, ExportRecord, FinalModelFigures, FinalModelScore, ModelInput
@@ -129,8 +129,7 @@ def test_a_single_completed_trial(tmp_path):
 def test_final_model_section(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = make_study(url, complete=4)
-    layout = {"test": {"accuracy": 0.9801, "loss": 0.07, "confusion_matrix": confusion()}, "training": {"history": TRAINING_HISTORY}}
-    write_export(study, tmp_path / "model", layout)
+    write_export(study, tmp_path / "model", EXPORTED_FIGURES)
     result = build_report(storage_url=url, out=tmp_path / "report.html")
     page = result.path.read_text()
 
