@@ -12,6 +12,7 @@ of another format version or inconsistent with its model is refused rather than 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -91,7 +92,17 @@ class FinalModelScore:
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted class
 
     def to_dict(self) -> dict[str, Any]:
-        return {"loss": self.loss, "accuracy": self.accuracy, "n_samples": self.n_samples, "confusion_matrix": self.confusion_matrix}
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, section: Mapping[str, Any]) -> FinalModelScore:
+        """The section as written by ``to_dict``; raises KeyError, TypeError or ValueError otherwise."""
+        return cls(
+            loss=float(section["loss"]),
+            accuracy=float(section["accuracy"]),
+            n_samples=int(section["n_samples"]),
+            confusion_matrix=[[int(count) for count in row] for row in section["confusion_matrix"]],
+        )
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,7 @@ class ExportMetadata:
             "family": self.family,
             "params": self.params,
             "trial": self.trial,
-            "test": None if self.test is None else self.test.to_dict(),
+            _TEST: None if self.test is None else self.test.to_dict(),
             "training": {**self.training, _HISTORY: self.history},
             "data": {
                 **self.data,
@@ -187,7 +198,7 @@ class ExportMetadata:
                 selected=str(document.get("selected", "")),
                 params=dict(document.get("params") or {}),
                 trial=dict(document.get("trial") or {}),
-                test=None if document.get("test") is None else _test_score(document["test"]),
+                test=None if document.get(_TEST) is None else FinalModelScore.from_dict(document[_TEST]),
                 training=training,
                 history=history,
                 data=data,
@@ -208,15 +219,7 @@ class ExportMetadata:
 
 
 _HISTORY = "history"  # the per-epoch history's key in the "training" section
-
-
-def _test_score(section: Mapping[str, Any]) -> FinalModelScore:
-    return FinalModelScore(
-        loss=float(section["loss"]),
-        accuracy=float(section["accuracy"]),
-        n_samples=int(section["n_samples"]),
-        confusion_matrix=[[int(count) for count in row] for row in section["confusion_matrix"]],
-    )
+_TEST = "test"  # the FinalModelScore section
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,7 @@ class FinalModelFigures:
 
     @classmethod
     def of_document(cls, document: Mapping[str, Any]) -> FinalModelFigures:
-        test, training = _section(document, "test"), _section(document, "training")
+        test, training = _section(document, _TEST), _section(document, "training")
         return cls(
             test_accuracy=finite_number(test.get("accuracy")),
             test_loss=finite_number(test.get("loss")),
