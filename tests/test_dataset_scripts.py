@@ -1,4 +1,4 @@
-"""The scripts that write the other benchmark datasets (README, rows 5b and 5c) write what tuner reads,
+"""The scripts that write the other benchmark datasets (README, rows 5, 5b and 5c) write what tuner reads,
 the same files on every run: the figures measured on them name a dataset anyone can regenerate."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _script(name: str):
 
 @pytest.mark.parametrize(
     ("script", "n_train", "n_test", "n_features", "n_classes"),
-    [("make_digits", 1_437, 360, 64, 10), ("make_tabular", 10_000, 2_000, 40, 6)],
+    [("make_digits", 1_437, 360, 64, 10), ("make_tabular", 10_000, 2_000, 40, 6), ("make_mnist1d", 4_000, 1_000, 40, 10)],
 )
 def test_a_dataset_script_writes_the_same_csv_folder_every_run_and_tuner_reads_it(tmp_path, script, n_train, n_test, n_features, n_classes):
     make = _script(script)
