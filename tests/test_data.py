@@ -63,6 +63,16 @@ def test_npz_loads(tmp_path):
     assert data.x_train.shape == (40, 784) and data.x_val.shape == (10, 784)
 
 
+def test_npz_of_colour_images_with_a_column_of_labels_loads(tmp_path):
+    # The layout of keras.datasets.cifar10.load_data() saved as it comes: (N, 32, 32, 3) pixels, (N, 1) labels.
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+    y = (np.arange(50) % 10).reshape(50, 1).astype(np.uint8)
+    data = _load(_npz(tmp_path, x_train=x, y_train=y, x_test=x[:20], y_test=y[:20]), fraction=0.2)
+    assert data.x_train.shape == (40, 192) and data.y_train.shape == (40,) and data.n_classes == 10
+    assert data.image_shape == (8, 8, 3)
+
+
 def test_float_npz_in_unit_range_is_kept(tmp_path):
     x = np.random.default_rng(0).random((50, 784)).astype(np.float64)
     data = _load(_npz(tmp_path, x_train=x, x_test=x[:20]), fraction=0.2)

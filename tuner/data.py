@@ -270,7 +270,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _validate(arrays: tuple[np.ndarray, ...], source: str, *, tabular: bool = False) -> tuple[np.ndarray, ...]:
-    x_train, y_train, x_test, y_test = (np.asarray(a) for a in arrays)
+    x_train, x_test = np.asarray(arrays[0]), np.asarray(arrays[2])
+    y_train, y_test = (_label_vector(np.asarray(y)) for y in (arrays[1], arrays[3]))
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.ndim < 2 or x.shape[0] == 0 or x[0].size == 0:
             raise DataError(f"{source}: x_{name} must hold at least one sample of features, got shape {x.shape}")
@@ -291,6 +292,11 @@ def _validate(arrays: tuple[np.ndarray, ...], source: str, *, tabular: bool = Fa
     if tabular:
         return x_train.astype(np.float32), y_train.astype(np.int32), x_test.astype(np.float32), y_test.astype(np.int32)
     return _scale(x_train, source, "x_train"), y_train.astype(np.int32), _scale(x_test, source, "x_test"), y_test.astype(np.int32)
+
+
+def _label_vector(y: np.ndarray) -> np.ndarray:
+    """Labels as one per sample: a column of them, as Keras' CIFAR datasets give (N, 1), is flattened."""
+    return y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
 
 
 def _scale(x: np.ndarray, source: str, name: str) -> np.ndarray:
