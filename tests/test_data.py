@@ -73,6 +73,22 @@ def test_npz_of_colour_images_with_a_column_of_labels_loads(tmp_path):
     assert data.image_shape == (8, 8, 3)
 
 
+def test_npz_of_features_outside_the_pixel_range_is_a_table_standardised_on_the_training_part(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(loc=5.0, scale=3.0, size=(50, 4, 3))  # measurements, not pixels: negative values among them
+    data = load_final_data(dataset="mnist", data_path=str(_npz(tmp_path, x_train=x, x_test=x[:20])), validation_fraction=0.2, split_seed=0)
+    tuning = data.tuning
+    assert tuning.kind == "table" and tuning.feature_names == tuple(f"x{i}" for i in range(12)) and tuning.image_shape is None
+    assert np.allclose(tuning.x_train.mean(axis=0), 0.0, atol=1e-5) and np.allclose(tuning.x_train.std(axis=0), 1.0, atol=1e-4)
+    assert tuning.feature_mean is not None
+    assert np.allclose(tuning.feature_mean, x.reshape(50, 12)[np.isin(np.arange(50), _training_rows(50, 0.2))].mean(axis=0), atol=1e-5)
+    assert data.x_test.shape == (20, 12)
+
+
+def _training_rows(n: int, fraction: float, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(n)[int(round(n * fraction)) :]
+
+
 def test_float_npz_in_unit_range_is_kept(tmp_path):
     x = np.random.default_rng(0).random((50, 784)).astype(np.float64)
     data = _load(_npz(tmp_path, x_train=x, x_test=x[:20]), fraction=0.2)
@@ -87,7 +103,7 @@ def test_float_npz_in_unit_range_is_kept(tmp_path):
         ({"y_train": (np.arange(50) % 10).astype(np.float32)}, "integer class labels"),
         ({"y_train": np.arange(50) % 10 - 1}, "negative label"),
         ({"x_train": np.full((50, 784), np.nan)}, "NaN or infinite"),
-        ({"x_train": np.full((50, 784), 300.0)}, "must lie in"),
+        ({"x_test": np.full((20, 784), 300.0)}, "must lie in"),  # pixels to train on, features to test on
         ({"x_test": np.zeros((20, 27, 27), np.uint8)}, "but test samples"),
         ({"y_train": np.zeros((50, 2), np.int64)}, "one label per sample"),
         ({"x_train": np.zeros((0, 784), np.uint8), "y_train": np.zeros(0, np.int64)}, "at least one sample"),

@@ -114,3 +114,24 @@ def test_example_studies_run_and_export(cli, tmp_path, study, data):
     record = json.loads((out / "model.json").read_text())
     assert record["data"]["n_classes"] == 10 and len(record["data"]["class_names"]) == 10
     assert record["data"]["input_dim"] == (49 if study.startswith("digits") else 784)
+
+
+@pytest.mark.slow
+def test_an_npz_of_features_is_searched_exported_and_predicted_as_a_table(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(loc=[0.0, 50.0, -3.0, 400.0], scale=[1.0, 20.0, 0.5, 100.0], size=(400, 4))  # no pixels: columns of any scale
+    y = ((x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 50)).astype(np.int64)  # four classes, each from the columns' signs
+    data = tmp_path / "measurements.npz"
+    np.savez(data, x_train=x[:320], y_train=y[:320], x_test=x[320:], y_test=y[320:])
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    result = invoke(cli, "run", "--trials", 3, "--study-file", _quick_study(tmp_path, "digits_csv.toml"), "--data", data, "--storage", url)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "model"
+    assert invoke(cli, "export-best", "--storage", url, "--out", out).exit_code == 0
+    record = json.loads((out / "model.json").read_text())["data"]
+    assert record["kind"] == "table" and record["feature_names"] == ["x0", "x1", "x2", "x3"] and record["n_classes"] == 4
+    rows = tmp_path / "rows.npy"
+    np.save(rows, x[320:330])  # raw measurements: predict standardises them as the training part was
+    predicted = invoke(cli, "predict", "--model", out, rows, "--json")
+    assert predicted.exit_code == 0, predicted.output
+    assert len(json.loads(predicted.stdout)["predictions"]) == 10

@@ -114,6 +114,8 @@ def _load(dataset: str, data_path: str | None, validation_fraction: float, split
         kind = "images"
     else:
         arrays = _read_path(Path(data_path))
+        if _holds_features(arrays[0]):
+            kind, feature_names = "table", tuple(f"x{i}" for i in range(int(np.prod(np.shape(arrays[0])[1:]))))
     tabular = kind == "table"
     image_shape = None if tabular else _image_shape(np.shape(arrays[0]))
     x_train, y_train, x_test, y_test = _validate(tuple(arrays), source, tabular=tabular)
@@ -131,6 +133,8 @@ def _load(dataset: str, data_path: str | None, validation_fraction: float, split
         mean = x_train[train_idx].mean(axis=0)
         std = np.where((spread := x_train[train_idx].std(axis=0)) > 1e-12, spread, 1.0).astype(np.float32)
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+        if not (np.isfinite(x_train).all() and np.isfinite(x_test).all()):
+            raise DataError(f"{source}: features too large to standardise in 32-bit floats; rescale them")
     tuning = TuningData(
         x_train=_frozen(x_train[train_idx]),
         y_train=_frozen(y_train[train_idx]),
@@ -290,8 +294,22 @@ def _validate(arrays: tuple[np.ndarray, ...], source: str, *, tabular: bool = Fa
     if int(max(y_train.max(), y_test.max())) >= 1000:
         raise DataError(f"{source}: labels must be class indices below 1000, got {int(max(y_train.max(), y_test.max()))}")
     if tabular:
-        return x_train.astype(np.float32), y_train.astype(np.int32), x_test.astype(np.float32), y_test.astype(np.int32)
+        x_train, x_test = (x.reshape(len(x), -1).astype(np.float32) for x in (x_train, x_test))
+        if not (np.isfinite(x_train).all() and np.isfinite(x_test).all()):
+            raise DataError(f"{source}: the features hold NaN or infinite values")
+        return x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32)
     return _scale(x_train, source, "x_train"), y_train.astype(np.int32), _scale(x_test, source, "x_test"), y_test.astype(np.int32)
+
+
+def _holds_features(x: np.ndarray) -> bool:
+    """Whether an array's values are features rather than pixels: numbers outside [0, 255] (standardised
+    or raw measurements), which are standardised as a CSV table's columns are instead of scaled as pixels."""
+    x = np.asarray(x)
+    if x.size == 0 or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        return False  # _validate says what is wrong
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        return False  # pixels or not, _validate refuses NaN
+    return bool(x.min() < 0 or x.max() > 255)
 
 
 def _label_vector(y: np.ndarray) -> np.ndarray:
