@@ -17,7 +17,8 @@ import pytest
 
 from tests.helpers import FIXTURES, MNIST_SMALL, invoke, one_error_line
 from tuner.data import read_idx
-from tuner.images import mnist_style, read_image
+from tuner.errors import InputImageError
+from tuner.images import mnist_style, read_array, read_image
 
 DIGITS = sorted((FIXTURES / "digits").iterdir())
 
@@ -145,6 +146,21 @@ def test_npy_arrays_one_image_and_a_batch(cli, digit_model, test_images, tmp_pat
     expected = model.predict(batch.reshape(5, 784) / 255.0, verbose=0)
     assert [p["digit"] for p in predictions] == list(expected.argmax(axis=1)) + [int(expected[0].argmax())]
     assert np.allclose([p["probabilities"] for p in predictions[:5]], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "rows"),
+    [((48,), 1), ((4, 4, 3), 1), ((5, 48), 5), ((5, 4, 4, 3), 5), ((2, 12, 4), 2), ((0, 4, 4, 3), None), ((5, 47), None)],
+)
+def test_npy_samples_are_read_in_the_shape_they_were_trained_in(tmp_path, shape, rows):
+    # A model tuned on an .npz of (N, 4, 4, 3) colour images takes rows of 48 pixels: arrays of those samples read as rows.
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(int(np.prod(shape)), dtype=np.uint8).reshape(shape))
+    if rows is None:
+        with pytest.raises(InputImageError, match="holds no samples" if 0 in shape else "not one sample or a batch"):
+            read_array(path, input_dim=48)
+    else:
+        assert read_array(path, input_dim=48).shape == (rows, 48)
 
 
 def _lambda_model(path: Path) -> None:

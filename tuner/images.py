@@ -234,17 +234,19 @@ def _place(offset: float, length: int) -> int:
 def read_array(path: str | Path, *, input_dim: int = IMAGE_SIDE * IMAGE_SIDE) -> np.ndarray:
     """A ``.npy`` of one sample or a batch, as (rows, input_dim) float32 in [0, 1].
 
-    Accepted: one sample as (input_dim,) or (28, 28); a batch as (N, input_dim), (N, 28, 28) or
-    (N, 28, 28, 1). Values in [0, 1] are kept, values in [0, 255] are divided by 255.
+    Accepted: one sample as any shape of input_dim values ((input_dim,), (28, 28), (32, 32, 3)); a batch
+    as (N, ...) of such samples ((N, input_dim), (N, 28, 28), (N, 28, 28, 1)). Values in [0, 1] are kept,
+    values in [0, 255] are divided by 255.
     """
     path = Path(path)
     array = read_numeric_npy(path)
     rows = _as_rows(array, input_dim)
     if rows is None:
         side = int(round(input_dim**0.5))
-        square = f", ({side}, {side}), (N, {side}, {side})" if side * side == input_dim else ""
+        square = f" or ({side}, {side})" if side * side == input_dim else ""
         raise InputImageError(
-            f"{path}: array of shape {array.shape} is not one sample or a batch (expected ({input_dim},), (N, {input_dim}){square})"
+            f"{path}: array of shape {array.shape} is not one sample or a batch"
+            f" (expected one sample of {input_dim} values, such as ({input_dim},){square}, or (N, ...) of them)"
         )
     if rows.shape[0] == 0:
         raise InputImageError(f"{path}: the array holds no samples")
@@ -264,16 +266,10 @@ def read_numeric_npy(path: Path) -> np.ndarray:
 
 def _as_rows(array: np.ndarray, input_dim: int) -> np.ndarray | None:
     shape = array.shape
-    if array.ndim >= 2 and shape[-1] == 1 and int(np.prod(shape[-3:-1])) == input_dim:
-        array, shape = array[..., 0], shape[:-1]  # a trailing channel axis, as in (N, 28, 28, 1)
-    if shape == (input_dim,):
-        return array.reshape(1, input_dim)
-    if len(shape) == 2 and shape[0] * shape[1] == input_dim and shape[0] == shape[1]:
-        return array.reshape(1, input_dim)
-    if len(shape) == 2 and shape[1] == input_dim:
-        return array
-    if len(shape) == 3 and shape[1] == shape[2] and shape[1] * shape[2] == input_dim:
-        return array.reshape(shape[0], input_dim)
+    if array.ndim >= 1 and int(np.prod(shape)) == input_dim:
+        return array.reshape(1, input_dim)  # one sample in any shape of input_dim values: (784,), (28, 28), (32, 32, 3)
+    if array.ndim >= 2 and int(np.prod(shape[1:])) == input_dim:
+        return array.reshape(shape[0], input_dim)  # a batch of such samples, as the training .npz held them
     return None
 
 
