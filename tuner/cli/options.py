@@ -33,7 +33,10 @@ data_option = click.option(
     "data_path",
     envvar="TUNER_DATA",
     metavar="PATH",
-    help="Directory of the four MNIST IDX files, or an .npz [env TUNER_DATA; default: the study's dataset, downloaded by Keras].",
+    help=(
+        "A directory of the four MNIST IDX files, an .npz, a CSV table (or a folder with train.csv and test.csv) or a folder"
+        " of class folders of images [env TUNER_DATA; default: the study's dataset, downloaded by Keras]."
+    ),
 )
 
 
