@@ -13,7 +13,6 @@ accuracy from its model.json.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import subprocess
@@ -118,14 +117,16 @@ def _seconds_to_target(trials: list[optuna.trial.FrozenTrial], *, launched: floa
 
 
 def _model_json(path: Path) -> dict[str, Any]:
-    metadata = json.loads(path.read_text())
+    from tuner.exportmeta import ExportMetadata
+
+    metadata = ExportMetadata.from_dir(path.parent)
     return {
-        "trial": metadata["trial_number"],
-        "test_accuracy": metadata["test"]["accuracy"],
-        "test_loss": metadata["test"]["loss"],
-        "epochs": metadata["training"]["epochs"],
-        "family": metadata.get("family", "mlp"),
-        "params": metadata["params"],
+        "trial": metadata.trial_number,
+        "test_accuracy": None if metadata.test is None else metadata.test.accuracy,
+        "test_loss": None if metadata.test is None else metadata.test.loss,
+        "epochs": len(metadata.history),  # one record per epoch the final model trained
+        "family": metadata.family,
+        "params": metadata.params,
     }
 
 

@@ -246,14 +246,16 @@ def export_best(args, workdir: Path) -> dict[str, Any]:
     seconds = round(time.perf_counter() - started, 1)
     if completed.returncode:
         return {"exit_code": completed.returncode, "seconds": seconds, "error": completed.stderr[-2000:]}
-    metadata = json.loads((workdir / "final" / "model.json").read_text())
+    from tuner.exportmeta import ExportMetadata
+
+    metadata = ExportMetadata.from_dir(workdir / "final")
     return {
         "seconds": seconds,
-        "trial": metadata["trial_number"],
-        "params": metadata["params"],
-        "epochs": metadata["training"]["epochs"],
-        "val_accuracy": metadata["trial"]["val_accuracy"],
-        "test_accuracy": metadata["test"]["accuracy"],
+        "trial": metadata.trial_number,
+        "params": metadata.params,
+        "epochs": len(metadata.history),  # one record per epoch the final model trained
+        "val_accuracy": metadata.trial.get("val_accuracy"),  # the trial's peak, which the export trains to
+        "test_accuracy": None if metadata.test is None else metadata.test.accuracy,
     }
 
 

@@ -274,3 +274,59 @@ def test_a_result_names_the_commit_it_ran_from_and_the_files_edited_since(tmp_pa
 def test_a_result_outside_a_checkout_says_its_commit_is_unknown(tmp_path, monkeypatch):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # a temporary folder inside a checkout is still outside
     assert code_version(tmp_path) == {"commit": None, "changed_files": None}
+
+
+KERASTUNER_WINNER = {  # as time_to_accuracy records a KerasTuner run's best trial: no epochs, its bookkeeping beside
+    "n_layers": 1,
+    "units": 16,
+    "input_dropout": 0.0,
+    "dropout": 0.1,
+    "optimizer": "sgd_momentum",
+    "learning_rate": 0.05,
+    "weight_decay": 1e-05,
+    "l2": 0.0,
+    "schedule": "cosine",
+    "batch_size": 64,
+    "tuner/epochs": 30,
+    "tuner/trial_id": "0067",
+}
+
+
+def test_retrain_best_fixes_a_winning_configuration_as_a_one_trial_study_of_the_default_space(tmp_path):
+    import tomllib
+
+    from benchmarks.retrain_best import study_text
+    from tuner.studyfile import Fixed, default_study_file, load_study_file
+
+    base = tomllib.loads(default_study_file().read_text())
+    path = tmp_path / "study.toml"
+    path.write_text(study_text(KERASTUNER_WINNER, name="retrain", base=base))
+    spec = load_study_file(path=path)
+    assert spec.name == "retrain" and not spec.portfolio and not spec.baselines and spec.pruner.kind == "none"
+    fixed = {name: rule.value for name, rule in spec.space.items() if isinstance(rule, Fixed)}
+    assert fixed.keys() == spec.space.keys()
+    assert fixed == {
+        **{k: v for k, v in KERASTUNER_WINNER.items() if not k.startswith("tuner/")},
+        "epochs": 30,  # KerasTuner's winner names no budget: the default study's
+    }
+    assert spec.validation_fraction == load_study_file(path=default_study_file()).validation_fraction  # the search's split
+    with pytest.raises(SystemExit, match="leaves units unfixed"):
+        study_text({k: v for k, v in KERASTUNER_WINNER.items() if k != "units"}, name="retrain", base=base)
+
+
+@pytest.mark.slow
+def test_retrain_best_trains_each_arms_winner_again_and_scores_it_on_the_test_set(tmp_path):
+    import json
+    import sys
+
+    from tests.helpers import MNIST_SMALL
+
+    result = tmp_path / "time_to_accuracy.json"
+    result.write_text(json.dumps({"arms": {"kerastuner": {"runs": [{"seed": 0, "best_accuracy": 0.9, "best_params": KERASTUNER_WINNER}]}}}))
+    command = [sys.executable, "-m", "benchmarks.retrain_best", str(result), "--quick", "--seeds", "3", "--data", str(MNIST_SMALL)]
+    done = subprocess.run([*command, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (retrained,) = json.loads(done.stdout)["arms"]["kerastuner"]
+    (one,) = retrained["retrains"]
+    assert one["seed"] == 3 and one["epochs_trained"] == 2 and 0 < one["test_accuracy"] <= 1 and 0 < one["best_val_accuracy"] <= 1
+    assert retrained["median_test_accuracy"] == one["test_accuracy"] and "tuner/epochs" not in retrained["params"]
