@@ -41,6 +41,9 @@ def main() -> None:
     args = p.parse_args()
     result = json.loads(args.result.read_text())
     wanted = [arm.strip() for arm in args.arms.split(",") if arm.strip()] or list(result["arms"])
+    missing = [arm for arm in wanted if arm not in result["arms"]]
+    if missing:
+        p.error(f"{args.result} holds no arm {', '.join(missing)} (it holds {', '.join(result['arms'])})")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     arms: dict[str, Any] = {}
     for arm in wanted:
