@@ -245,3 +245,14 @@ def test_worker_gives_up_cleanly_when_the_database_stays_away(servers, tmp_path,
     assert "s3cret-pw" not in stdout + stderr
     trials = optuna.load_study(study_name=unique_name, storage=direct).get_trials(deepcopy=False)
     assert Tally.of(trials).finished >= finished  # nothing that had finished was lost
+
+
+def test_a_transaction_whose_connection_was_lost_is_a_connection_error_and_a_failed_flush_is_not():
+    import sqlalchemy
+
+    from tuner.storage import is_connection_error
+
+    lost = sqlalchemy.exc.PendingRollbackError("Can't reconnect until invalid transaction is rolled back.", code="8s2b")
+    flush = sqlalchemy.exc.PendingRollbackError("This Session's transaction has been rolled back due to a previous exception", code="7s2a")
+    assert is_connection_error(RuntimeError("storage failed")) is False
+    assert is_connection_error(lost) and not is_connection_error(flush)

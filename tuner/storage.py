@@ -265,7 +265,14 @@ def is_connection_error(exc: BaseException) -> bool:
         return False
     if isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)):
         return True
+    if isinstance(cause, sqlalchemy.exc.PendingRollbackError) and cause.code == _INVALIDATED_TRANSACTION:
+        return True  # the connection under an open transaction was lost; a later statement on it says only this
     return isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated
+
+
+# SQLAlchemy's error code for "Can't reconnect until invalid transaction is rolled back": raised when the
+# connection a transaction ran on was invalidated (the server went away), unlike a rollback after a failed flush.
+_INVALIDATED_TRANSACTION = "8s2b"
 
 
 def storage_failure(exc: BaseException) -> StorageError | None:
